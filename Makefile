@@ -55,10 +55,10 @@ molecule: setup ## Molecule scenarios: SCENARIOS="common site" PLATFORM=debian12
 molecule-full: setup ## Every scenario on Debian 12 and 13
 	@scripts/molecule.sh all $(SCENARIOS_FULL)
 
-test: setup ## The pipeline CI runs: lint, sanity, unit, specs, quick molecule set
+test: ## The pipeline CI runs: lint, sanity, unit, specs, quick molecule set
 	@scripts/pipeline.sh yamllint ansible-lint sanity unit specs molecule
 
-test-full: setup ## The whole pipeline with every scenario on both distributions
+test-full: ## The whole pipeline with every scenario on both distributions
 	@scripts/pipeline.sh yamllint ansible-lint sanity unit specs molecule-full
 
 demo: setup ## Provision the local stand-in host with site.yml and report

@@ -25,3 +25,42 @@ def pytest_runtest_makereport(item, call):
     for unit in units:
         out = host.run("journalctl --no-pager -n 40 -u %s", unit)
         item.add_report_section("call", "journal " + unit, out.stdout)
+
+
+@pytest.fixture(scope="module")
+def ansible_host(_testinfra_host):
+    """The same host through Ansible, for running the collection's modules (host.ansible)."""
+    return _testinfra_host
+
+
+@pytest.fixture(scope="module")
+def inventory_name(_testinfra_host):
+    return _testinfra_host.backend.host
+
+
+@pytest.fixture(scope="session")
+def run_playbook():
+    """Run a playbook of the collection from the control node against the scenario's
+    inventory; returns (rc, combined output)."""
+    import json
+    import os
+    import subprocess
+
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+
+    def run(playbook, limit, extra_vars=None, check=False):
+        cmd = [
+            "ansible-playbook", os.path.join(project, playbook),
+            "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", limit,
+        ]
+        if extra_vars:
+            cmd += ["-e", json.dumps(extra_vars)]
+        if check:
+            cmd.append("--check")
+        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(project, "ansible.cfg"),
+                   ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "build", "collections"))
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                              universal_newlines=True, timeout=600)
+        return proc.returncode, proc.stdout
+
+    return run
