@@ -60,7 +60,7 @@ def run_playbook():
         env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(project, "ansible.cfg"),
                    ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "build", "collections"))
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                              universal_newlines=True, timeout=600)
+                              universal_newlines=True, timeout=600, check=False)
         return proc.returncode, proc.stdout
 
     return run

@@ -128,7 +128,7 @@ options:
   defer_gpu_checks:
     description:
       - On a host whose NVIDIA GPUs are on the PCI bus but cannot be read through NVML yet (the GPU facts' C(status) is
-        C(library_missing), C(driver_not_loaded) or C(bindings_missing): a bare server before the driver is
+        C(library_missing), C(driver_not_loaded) or C(bindings_missing), as on a bare server before the driver is
         installed), pass the GPU count check and skip the GPU memory, compute capability and MIG checks instead of
         blocking. The checks that need no driver (path, file system, disk, RAM, context length) still block.
       - The collection's C(site.yml) sets this for its first preflight, which runs before any change, and runs the
