@@ -11,7 +11,7 @@ def pinned(host):
 
 
 def test_toolkit_installed_pinned_and_held(host, pinned):
-    version, _ = pinned
+    version = pinned[0]
     package = host.package("nvidia-cuda-toolkit")
     assert package.is_installed and package.version.startswith(version + "~")
     pref = host.file("/etc/apt/preferences.d/gpu-stack-cuda.pref")
@@ -22,7 +22,7 @@ def test_toolkit_installed_pinned_and_held(host, pinned):
 
 
 def test_usual_layout_under_usr_local(host, pinned):
-    _, release = pinned
+    release = pinned[1]
     home = "/usr/local/cuda-%s" % release
     d = host.file(home)
     assert d.is_directory and (d.user, d.group, d.mode) == ("root", "root", 0o755)
@@ -34,7 +34,7 @@ def test_usual_layout_under_usr_local(host, pinned):
 
 
 def test_selected_through_alternatives(host, pinned):
-    _, release = pinned
+    release = pinned[1]
     assert "Value: /usr/local/cuda-%s" % release in host.check_output("update-alternatives --query cuda")
     assert host.file("/usr/local/cuda").linked_to == "/usr/local/cuda-%s" % release
 
@@ -54,7 +54,7 @@ def test_ld_so_and_profile(host):
 
 
 def test_probe_compiled_and_linked(host, pinned):
-    _, release = pinned
+    release = pinned[1]
     probe = host.file(host.check_output("ls /opt/gpu_stack/cuda-probe/cuda_probe-%s-*", release))
     assert probe.exists and probe.mode & 0o111
     assert "not found" not in host.check_output("ldd %s", probe.path)
