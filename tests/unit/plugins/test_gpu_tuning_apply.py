@@ -55,9 +55,9 @@ def test_groups_by_model_then_the_rest(tmp_path):
     cfg = config(tmp_path, MIXED_DEFAULTS, MIXED_MODELS)
     gpus = [(0, "NVIDIA H100 PCIe"), (1, "NVIDIA L40S"), (2, "Tesla T4"), (3, "NVIDIA L40S")]
     groups = apply_script.plan_groups(cfg, gpus)
-    assert [(label, indices) for label, indices, _ in groups] == [
+    assert [(group[0], group[1]) for group in groups] == [
         ("NVIDIA L40S", ["1", "3"]), ("Tesla T4", ["2"]), (apply_script.OTHER_GPUS, ["0"])]
-    l40s, t4, other = (wanted for _, _, wanted in groups)
+    l40s, t4, other = (group[2] for group in groups)
     assert l40s["power_limit"] == 250 and l40s["compute_mode"] == "exclusive_process"
     assert t4["application_clocks"] is None and t4["locked_clocks"] == {"min": 585, "max": 1590}
     assert other == cfg["defaults"]

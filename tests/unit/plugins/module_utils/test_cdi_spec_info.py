@@ -14,8 +14,9 @@ from ansible_collections.llmops.gpu_stack.plugins.module_utils import _cdi_spec_
 UUIDS = ["GPU-6f1c2e1a-0b7e-4f43-9b5e-2e64a8c10000", "GPU-6f1c2e1b-0b7e-4f43-9b5e-2e64a8c10001"]
 
 
-def spec_yaml(driver="570.133.20", uuids=UUIDS, hook=True, names_by="index,uuid"):
+def spec_yaml(driver="570.133.20", uuids=None, hook=True, names_by="index,uuid"):
     """A spec in the layout `nvidia-ctk cdi generate` writes (keys sorted, devices last but kind)."""
+    uuids = UUIDS if uuids is None else uuids
     lines = ["---", "cdiVersion: 0.5.0", "containerEdits:", "  deviceNodes:", "  - path: /dev/nvidiactl",
              "  - path: /dev/nvidia-uvm", "  env:", "  - NVIDIA_VISIBLE_DEVICES=void", "  hooks:"]
     if hook:
