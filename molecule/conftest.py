@@ -64,3 +64,25 @@ def run_playbook():
         return proc.returncode, proc.stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def check_mounted_by_uuid():
+    """A checker for a file system mounted through fstab by UUID with noatime:
+    check_mounted_by_uuid(host, mount_point, fstype)."""
+
+    def check(host, mount_point, fstype):
+        fstab = [line.split() for line in host.file("/etc/fstab").content_string.splitlines()
+                 if line.strip() and not line.startswith("#")]
+        entry = [fields for fields in fstab if fields[1] == mount_point]
+        assert len(entry) == 1, fstab
+        source, fs_in_fstab, options = entry[0][0], entry[0][2], entry[0][3]
+        assert source.startswith("UUID=") and fs_in_fstab == fstype
+        assert "noatime" in options.split(",")
+        mount = host.mount_point(mount_point)
+        assert mount.exists and mount.filesystem == fstype
+        assert "noatime" in mount.options
+        uuid = host.check_output("blkid -p -s UUID -o value %s", mount.device)
+        assert source == "UUID=" + uuid
+
+    return check

@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
 # `make demo`: creates (or reuses) the local stand-in GPU host, a privileged systemd
-# container from the Debian 12 stand-in image, and runs site.yml against it with the local
-# inventory. `demo.sh destroy` removes the stand-in host.
+# container from the Debian 12 stand-in image, gives it what a real server has and a
+# container lacks (scripts/standin-host.sh: a block device for the model store and the CA
+# bundle this machine trusts), runs site.yml against it with the local inventory, and ends
+# with a chat request through the gateway. `demo.sh destroy` removes the stand-in host.
 set -euo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PATH="$PWD/.venv/bin:$PATH" ANSIBLE_CONFIG="$PWD/ansible.cfg"
 
 readonly HOST=gpu-stack-demo
 readonly IMAGE=localhost/gpu-stack/debian12:latest
+# The stand-in's gateway port, published on this machine's loopback only.
+readonly GATEWAY=127.0.0.1:18080
+# The demo's API key (inventories/local/group_vars/gpu_hosts.yml): a demo value, not a secret.
+readonly DEMO_KEY=demo-key-0123456789abcdef
 
 if [[ ${1:-} == destroy ]]; then
+  scripts/standin-host.sh release "$HOST"
   podman rm --force --time 10 "$HOST" >/dev/null 2>&1 && echo "demo: removed $HOST" || echo "demo: no $HOST to remove"
   exit 0
 fi
 
-if [[ $(podman container inspect --format '{{.State.Running}}' "$HOST" 2>/dev/null) != true ]]; then
+total=$SECONDS
+# A running stand-in is reused (the second `make demo` changes nothing); one from an older
+# image, without the published gateway port or that no longer answers is replaced.
+image_id=$(podman image inspect --format '{{.Id}}' "$IMAGE")
+running=$(podman container inspect --format '{{.State.Running}} {{.Image}}' "$HOST" 2>/dev/null || true)
+if [[ $running != "true $image_id" || $(podman port "$HOST" 8080/tcp 2>/dev/null) != "$GATEWAY" ]] \
+   || ! podman exec "$HOST" true >/dev/null 2>&1; then
+  scripts/standin-host.sh release "$HOST" >/dev/null 2>&1 || true
   podman rm --force "$HOST" >/dev/null 2>&1 || true
   podman run --detach --name "$HOST" --hostname "$HOST" --systemd=always --privileged \
-    --cgroupns=host --volume /sys/fs/cgroup:/sys/fs/cgroup:rw "$IMAGE" /sbin/init >/dev/null
+    --cgroupns=host --volume /sys/fs/cgroup:/sys/fs/cgroup:rw --publish "${GATEWAY}:8080" \
+    "$IMAGE" /sbin/init >/dev/null
   echo "demo: started the stand-in host $HOST from $IMAGE"
   for _ in $(seq 60); do
     state=$(podman exec "$HOST" systemctl is-system-running 2>/dev/null || true)
@@ -27,7 +42,23 @@ if [[ $(podman container inspect --format '{{.State.Running}}' "$HOST" 2>/dev/nu
 else
   echo "demo: reusing the running stand-in host $HOST"
 fi
+scripts/standin-host.sh prepare "$HOST" | sed 's/^/demo: stand-in /'
 
 start=$SECONDS
 ansible-playbook site.yml -i inventories/local/hosts.yml "$@"
 echo "demo: site.yml took $((SECONDS - start)) s"
+
+# The proof: a chat request through the gateway, with and without the key.
+question='What is the capital of France?'
+body=$(printf '{"model":"smollm2-135m-instruct","max_tokens":32,"temperature":0,"messages":[{"role":"user","content":"%s"}]}' "$question")
+answer=$(curl -sf --max-time 120 "http://${GATEWAY}/v1/chat/completions" -H "Authorization: Bearer ${DEMO_KEY}" \
+  -H 'Content-Type: application/json' --data "$body") || { echo "demo: the gateway did not answer" >&2; exit 1; }
+without_key=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "http://${GATEWAY}/v1/models")
+echo
+echo "demo: endpoint   http://${GATEWAY}/v1 (OpenAI-compatible, model smollm2-135m-instruct)"
+echo "demo: question   ${question}"
+echo "demo: answer     $(python3 -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"].strip())' <<<"$answer")"
+echo "demo: no key     HTTP ${without_key}"
+echo "demo: try it     curl http://${GATEWAY}/v1/chat/completions -H 'Authorization: Bearer ${DEMO_KEY}' -H 'Content-Type: application/json' --data '${body}'"
+echo "demo: total      $((SECONDS - total)) s"
+[[ $without_key == 401 ]] || { echo "demo: a request without the key got ${without_key}, not 401" >&2; exit 1; }

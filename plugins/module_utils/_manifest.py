@@ -226,10 +226,15 @@ def hash_files(entries, workers=None, buffer_size=DEFAULT_BUFFER_SIZE):
 def load_cache(path, root):
     """Cached ``{relpath: [dev, ino, size, mtime_ns, ctime_ns, sha256]}`` for ``root``.
 
-    Returns ``(entries, warning)``. A cache that is missing, unreadable, for another root,
-    of another format, not owned by the current user or writable by group or others is
-    ignored (``{}``): whoever can write the cache could make a changed file pass.
+    Returns ``(entries, warning)``. A cache that is missing, unreadable, of another format,
+    not owned by the current user or writable by group or others is ignored (``{}``):
+    whoever can write the cache could make a changed file pass. A cache recorded under
+    another root is kept: entries are matched on device, inode, size, mtime and ctime, which
+    a rename of the revision directory (``.incoming/x`` -> ``revisions/x``) leaves alone, so
+    the first verification after a revision is published reads no file data again.
+    ``root`` is accepted for the callers' symmetry with :func:`save_cache`.
     """
+    del root
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags)
@@ -248,7 +253,7 @@ def load_cache(path, root):
             data = json.loads(fileobj.read().decode("utf-8"))
         except ValueError:
             return {}, "Ignoring the hash cache %s: it is not valid JSON." % path
-    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT or data.get("root") != root:
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
         return {}, None
     entries = data.get("files")
     if not isinstance(entries, dict):

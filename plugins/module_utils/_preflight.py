@@ -377,8 +377,15 @@ def check_driver_cuda(plan, gpu_facts):
     ok, reason = tables.driver_supports_cuda(driver, cuda)
     if ok:
         return result("driver_cuda", True, BLOCKING, reason, numbers)
-    target = full or tables.minor_compat_min_driver(cuda) or "580"
-    fix = "install driver %s or newer: %s" % (target, _recommended_branch(target))
+    target = full or tables.minor_compat_min_driver(cuda)
+    if target is None:
+        # A CUDA release newer than the table: no driver can be named, and the installed
+        # driver's own CUDA level (NVML) is the only fact known.
+        known = ", ".join(sorted(tables.CUDA_MIN_DRIVER, key=tables.parse_version))
+        fix = ("pick a CUDA version this collection's driver table knows (%s), up to the %s the driver "
+               "reports, or update the collection" % (known, numbers["cuda_driver_version"] or "CUDA level"))
+    else:
+        fix = "install driver %s or newer: %s" % (target, _recommended_branch(target))
     if level == "minor_version_compat":
         return result("driver_cuda", False, WARNING, reason, numbers, fix)
     return result("driver_cuda", False, BLOCKING, reason, numbers, fix)

@@ -21,11 +21,58 @@ def test_nvml_binding(host):
     assert host.file("/opt/gpu_stack/python/pynvml.py").is_file
 
 
-def test_report_and_preflight_on_a_converged_host(run_playbook, inventory_name):
-    rc, out = run_playbook("site.yml", inventory_name)
+GATEWAY = "http://127.0.0.1:8080"
+KEY = "demo-key-0123456789abcdef"
+JOURNAL_UNITS = ("gpu-stack-serving-demo-blue", "nginx")
+
+
+def test_model_store_is_ext4_mounted_by_uuid(host, check_mounted_by_uuid):
+    check_mounted_by_uuid(host, "/srv/models", "ext4")
+
+
+def test_model_revision_is_verified_and_current(host):
+    current = host.file("/srv/models/smollm2-135m-instruct/current")
+    assert current.is_symlink and current.linked_to == "/srv/models/smollm2-135m-instruct/revisions/v0.1.2-q4_1"
+    gguf = host.file("/srv/models/smollm2-135m-instruct/current/SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert gguf.user == "root" and gguf.group == "llmserve" and gguf.mode == 0o640
+    assert gguf.sha256sum == "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+    assert host.run("runuser -u llmserve -- touch /srv/models/smollm2-135m-instruct/current/x").rc != 0
+
+
+def test_python_environment_imports_its_pins(host):
+    out = host.check_output("/opt/gpu_stack/envs/tools/bin/python -c "
+                            "'import jinja2, yaml; print(jinja2.__version__, yaml.__version__)'")
+    assert out.split() == ["3.1.5", "6.0.3"]
+
+
+def test_gpu_roles_left_no_trace_on_a_host_without_gpu(host):
+    for package in ("nvidia-driver", "nvidia-container-toolkit", "nvidia-cuda-toolkit"):
+        assert not host.package(package).is_installed, package
+    assert not host.file("/etc/systemd/system/gpu-stack-tuning.service").exists
+
+
+def test_chat_completion_through_the_gateway(host):
+    body = ('{"model":"smollm2-135m-instruct","max_tokens":16,"temperature":0,'
+            '"messages":[{"role":"user","content":"What is the capital of France?"}]}')
+    out = host.run("curl -s --max-time 120 -o /tmp/site-answer.json -w '%%{http_code}' "
+                   "-H 'Authorization: Bearer %s' -H 'Content-Type: application/json' "
+                   "--data '%s' %s/v1/chat/completions" % (KEY, body, GATEWAY))
+    assert out.stdout == "200", out.stdout + out.stderr
+    answer = host.file("/tmp/site-answer.json").content_string
+    assert "Paris" in answer, answer
+
+
+def test_gateway_refuses_a_request_without_the_key(host):
+    out = host.run("curl -s -o /dev/null -w '%%{http_code}' --max-time 10 %s/v1/models" % GATEWAY)
+    assert out.stdout == "401"
+
+
+def test_report_on_a_converged_host(run_playbook, inventory_name):
+    rc, out = run_playbook("playbooks/report.yml", inventory_name)
     assert rc == 0, out
-    assert "changed=0" in out
-    assert "service account: llmserve" in out
+    for line in ("service account: llmserve", "environments:    tools", "models:          smollm2-135m-instruct",
+                 "engine units:    gpu-stack-serving-demo-blue.service running", "gateway:         http://"):
+        assert line in out, out
 
 
 def test_blocked_preflight_stops_site_before_any_change(run_playbook, inventory_name, host):

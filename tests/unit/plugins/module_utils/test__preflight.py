@@ -253,6 +253,15 @@ def test_driver_cuda_fix_names_a_supported_branch(hgx):
     assert result["fix"] == "install driver 550.54.14 or newer: R570 (production, end of life 2026-02)"
 
 
+def test_driver_cuda_newer_than_the_table_is_blocked_without_naming_a_driver(hgx):
+    # What a real H200 host reported (driver 580.159.04, NVML CUDA level 13.0).
+    hgx["driver_version"], hgx["cuda_driver_version"] = "580.159.04", "13.0"
+    result = check(preflight("deepseek-r1-distill-qwen-7b", {"cuda_version": "14.0"}, hgx), "driver_cuda")
+    assert not result["ok"] and result["severity"] == "blocking"
+    assert "CUDA 14.0 is not in the driver table" in result["message"]
+    assert "install driver" not in result["fix"] and "up to the 13.0 the driver reports" in result["fix"]
+
+
 def test_driver_branch_pass_and_warn(hgx):
     assert check(preflight("deepseek-r1-distill-qwen-7b", {}, hgx), "driver_branch")["ok"]
     hgx["driver_version"] = "550.127.05"

@@ -122,9 +122,22 @@ def test_free_and_used_bytes(tmp_path):
     assert s.used_bytes_under(str(tmp_path / "model")) == 1024
     assert s.used_bytes_under(str(tmp_path / "model" / "a.safetensors")) == 1000
     assert s.used_bytes_under(str(tmp_path / "absent")) == 0
-    stats = os.statvfs(str(tmp_path))
-    assert s.free_bytes(str(tmp_path / "not" / "yet")) == stats.f_bavail * stats.f_frsize
     assert s.existing_ancestor(str(tmp_path / "not" / "yet")) == str(tmp_path)
+
+
+def test_free_bytes_reads_the_nearest_existing_parent(tmp_path, monkeypatch):
+    # A fixed statvfs: the real file system's free space moves while other processes write.
+    asked = []
+    fixed = os.statvfs_result((4096, 4096, 1000, 900, 700, 0, 0, 0, 0, 255))
+
+    def fake_statvfs(path):
+        asked.append(path)
+        return fixed
+
+    monkeypatch.setattr(s.os, "statvfs", fake_statvfs)
+    assert s.free_bytes(str(tmp_path / "not" / "yet")) == 700 * 4096
+    assert s.total_bytes(str(tmp_path / "not" / "yet")) == 1000 * 4096
+    assert asked == [str(tmp_path), str(tmp_path)]
 
 
 @pytest.mark.parametrize("model, existing, fraction, minimum, need", [

@@ -309,10 +309,36 @@ def test_cache_round_trip_is_private_to_its_owner(tmp_path):
     assert save_cache(str(path), "/models/rev", entries) is False
 
 
-def test_cache_of_another_revision_is_ignored(tmp_path):
+def test_cache_recorded_under_another_root_is_kept(tmp_path):
     path = tmp_path / "rev.json"
-    save_cache(str(path), "/models/one", {"a.bin": [1, 2, 3, 4, 5, SHA_A]})
-    assert load_cache(str(path), "/models/two") == ({}, None)
+    save_cache(str(path), "/models/.incoming/one", {"a.bin": [1, 2, 3, 4, 5, SHA_A]})
+    assert load_cache(str(path), "/models/revisions/one") == ({"a.bin": [1, 2, 3, 4, 5, SHA_A]}, None)
+
+
+def test_a_revision_published_by_rename_is_reverified_without_reading(revision, tmp_path, reads):
+    cache = str(tmp_path / "cache" / "rev.json")
+    assert scan_revision(str(revision), cache_path=cache).files_hashed == 4
+    published = tmp_path / "revisions" / "rev"
+    published.parent.mkdir()
+    os.rename(revision, published)
+    after = scan_revision(str(published), cache_path=cache)
+    assert (after.files_hashed, after.files_cached, after.bytes_hashed) == (0, 4, 0)
+    assert reads["calls"] == 4
+    assert after.actual == actual_of(published)
+
+
+def test_another_revisions_cache_does_not_vouch_for_different_files(revision, tmp_path, reads):
+    cache = str(tmp_path / "cache" / "rev.json")
+    scan_revision(str(revision), cache_path=cache)
+    other = tmp_path / "other"
+    for rel in ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                "config.json", "tokenizer/tokenizer.json"):
+        (other / rel).parent.mkdir(parents=True, exist_ok=True)
+        (other / rel).write_bytes((revision / rel).read_bytes()[::-1])
+    reads["calls"] = 0
+    result = scan_revision(str(other), cache_path=cache)
+    assert (result.files_hashed, result.files_cached) == (4, 0)
+    assert result.actual == actual_of(other)
 
 
 @pytest.mark.parametrize("setup, reason", [
