@@ -67,6 +67,18 @@ def test_gateway_refuses_a_request_without_the_key(host):
     assert out.stdout == "401"
 
 
+def test_node_exporter_serves_host_gpu_and_engine_metrics(host):
+    # Loopback only; the textfile collector carries the NVML collector's verdict (no GPU here)
+    # and the serving collector's readiness probe; the systemd collector the engine unit.
+    metrics = host.check_output("curl -sf --max-time 10 http://127.0.0.1:9100/metrics")
+    assert 'gpu_stack_gpu_collector_up{reason="no_nvidia_device"} 0' in metrics
+    assert 'node_systemd_unit_state{name="gpu-stack-serving-demo-blue.service",state="active",type=' in metrics
+    assert "gpu_stack_engine_ready" in metrics
+    listeners = host.run("ss -Hltn").stdout.split()
+    assert "127.0.0.1:9100" in listeners
+    assert not [entry for entry in listeners if entry.endswith(":9100") and entry != "127.0.0.1:9100"]
+
+
 def test_report_on_a_converged_host(run_playbook, inventory_name):
     rc, out = run_playbook("playbooks/report.yml", inventory_name)
     assert rc == 0, out
