@@ -131,3 +131,15 @@ def test_hung_engine_is_restarted_by_the_liveness_timer(host):
         raise AssertionError("the liveness timer did not restart the stopped engine")
     assert "restarting" in host.check_output("journalctl --no-pager -u %s-liveness.service", UNIT[:-len(".service")])
     wait_ready(host, timeout=120)
+
+
+def test_state_records_blue_active(host):
+    state = json.loads(host.file("/var/lib/gpu_stack/serving/demo.json").content_string)
+    assert state["active"] == "blue" and state["previous"] is None
+    assert state["instances"]["blue"]["path"] == "/srv/models/smollm2-135m-instruct/revisions/q4_1"
+    assert state["instances"]["blue"]["port"] == 8001
+    mounts = json.loads(host.check_output("podman container inspect demo-blue"))[0]["Mounts"]
+    assert [m["Source"] for m in mounts if m["Destination"] == "/models"] == [state["instances"]["blue"]["path"]]
+    assert not host.service("gpu-stack-serving-demo-green.service").is_running
+    headers = host.check_output("curl -s -o /dev/null -D - -H 'Authorization: Bearer %s' %s/v1/models", KEY, GATEWAY)
+    assert "x-gpu-stack-instance: demo-blue" in headers.lower()
