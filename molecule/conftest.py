@@ -1,12 +1,46 @@
 """Shared testinfra set-up for every molecule scenario.
 
-Molecule hands testinfra its Ansible inventory, whose podman connection testinfra does not
-handle natively, so every check would run as an Ansible module (seconds each). The stand-in
-hosts are local podman containers named after the inventory hosts: talking to them through
-`podman exec` checks the same state in milliseconds.
+Ansible reaches the stand-in hosts over SSH (molecule/_shared/create.yml). The checks in the
+tests only read state, and the stand-ins are local podman containers named after the
+inventory hosts: talking to them through `podman exec` checks the same state in milliseconds.
 """
+import json
+import os
+
 import pytest
 import testinfra
+import yaml
+
+
+def connection_vars(name):
+    """The Ansible connection variables molecule uses for stand-in `name` (SSH, key, port and
+    the run's known_hosts), for a test that runs a playbook with an inventory of its own."""
+    with open(os.environ["MOLECULE_INSTANCE_CONFIG"], encoding="utf-8") as handle:
+        instance = [item for item in yaml.safe_load(handle) or [] if item["instance"] == name]
+    assert instance, "no instance %s in %s" % (name, os.environ["MOLECULE_INSTANCE_CONFIG"])
+    instance = instance[0]
+    known_hosts = os.path.join(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "ssh", "known_hosts")
+    return {
+        "ansible_connection": instance["connection"], "ansible_host": instance["address"],
+        "ansible_port": instance["port"], "ansible_user": instance["user"],
+        "ansible_private_key_file": instance["identity_file"],
+        "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+                                   % known_hosts,
+    }
+
+
+@pytest.fixture(scope="session")
+def standin_inventory():
+    """standin_inventory(path, name, group='gpu_hosts', **host_vars): writes an inventory of one
+    stand-in host (without the scenario's group variables) and returns its path."""
+
+    def write(path, name, group="gpu_hosts", **host_vars):
+        host = dict(connection_vars(name), **host_vars)
+        with open(str(path), "w", encoding="utf-8") as handle:
+            json.dump({group: {"hosts": {name: host}}}, handle)
+        return str(path)
+
+    return write
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +76,6 @@ def inventory_name(_testinfra_host):
 def run_playbook():
     """Run a playbook of the collection from the control node against the scenario's
     inventory; returns (rc, combined output)."""
-    import json
-    import os
     import subprocess
 
     project = os.environ["MOLECULE_PROJECT_DIRECTORY"]

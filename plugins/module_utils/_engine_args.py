@@ -37,8 +37,9 @@ _OWNED = {
     "sglang": ("--model-path", "--served-model-name", "--host", "--port", "--tp-size", "--pp-size",
                "--context-length", "--max-running-requests", "--mem-fraction-static", "--dtype", "--quantization",
                "--kv-cache-dtype"),
-    "llama_cpp": ("--model", "--model_alias", "--host", "--port", "--n_ctx", "--n_gpu_layers", "--n_threads",
-                  "--chat_format"),
+    "llama_cpp": ("--model", "-m", "--alias", "-a", "--host", "--port", "--ctx-size", "-c", "--parallel", "-np",
+                  "--n-gpu-layers", "-ngl", "--threads", "-t", "--cont-batching", "-cb", "--no-cont-batching",
+                  "-nocb", "--metrics", "--slots", "--no-slots", "--batch-size", "-b"),
 }
 
 
@@ -74,7 +75,7 @@ def engine_argv(engine, settings):
     settings keys: model (path inside the container; for llama_cpp the .gguf file), served_model_name,
     host, port, tensor_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
     gpu_memory_utilization, dtype, quantization, kv_cache_dtype, threads (llama_cpp), n_gpu_layers
-    (llama_cpp), trust_remote_code, extra_args.
+    (llama_cpp), max_num_batched_tokens (llama_cpp), trust_remote_code, extra_args.
     Raises EngineArgsError listing every problem at once.
     """
     if engine not in ENGINES:
@@ -150,7 +151,10 @@ def engine_argv(engine, settings):
         if settings.get("trust_remote_code"):
             argv.append("--trust-remote-code")
     else:
-        # llama-cpp-python's server: one model file, context per request slot.
+        # llama.cpp's own server (llama-server): one model file; `seqs` parallel slots with
+        # continuous batching, each slot holding a whole max_model_len context, so the KV cache
+        # is max_model_len x seqs tokens. /metrics on; /slots off, because it shows the prompts
+        # being processed to anyone who reaches the port.
         if tp > 1 or pp > 1:
             raise EngineArgsError("llama_cpp serves on one device; tensor/pipeline parallel sizes must be 1 "
                                   "(got %d/%d): use vllm or sglang for multi-GPU serving" % (tp, pp))
@@ -158,11 +162,17 @@ def engine_argv(engine, settings):
             raise EngineArgsError("llama_cpp needs a GGUF file as model, got %r" % model)
         argv = ["--model", model, "--host", host, "--port", str(port)]
         if name:
-            argv += ["--model_alias", name]
+            argv += ["--alias", name]
+        slots = seqs or 1
         if max_len:
-            argv += ["--n_ctx", str(max_len)]
-        argv += ["--n_gpu_layers", str(int(settings.get("n_gpu_layers") or 0))]
+            argv += ["--ctx-size", str(max_len * slots)]
+        argv += ["--parallel", str(slots), "--cont-batching"]
+        batched = _positive_int(settings, "max_num_batched_tokens", [], None)
+        if batched:
+            argv += ["--batch-size", str(batched)]
+        argv += ["--n-gpu-layers", str(int(settings.get("n_gpu_layers") or 0))]
         threads = _positive_int(settings, "threads", [], None)
         if threads:
-            argv += ["--n_threads", str(threads)]
+            argv += ["--threads", str(threads)]
+        argv += ["--metrics", "--no-slots", "--no-webui", "--log-jsonl"]
     return argv + extra

@@ -151,14 +151,14 @@ def test_boot_script_check_mode_changes_nothing(host, fake_gpu_host):
     assert not host.file(fake_gpu_host[0] + "/state").exists
 
 
-def test_role_defaults_change_nothing_on_a_host_without_gpu(host):
+def test_role_defaults_change_nothing_on_a_host_without_gpu(host, tmp_path, standin_inventory):
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"), ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     before = host.file(SETTINGS).sha256sum
     run = subprocess.run(
-        [str(pathlib.Path(sys.executable).with_name("ansible-playbook")), "-i", host.backend.name + ",",
-         "-c", "containers.podman.podman", str(SCENARIO / "defaults.yml")],
+        [str(pathlib.Path(sys.executable).with_name("ansible-playbook")),
+         "-i", standin_inventory(tmp_path / "inventory.json", host.backend.name), str(SCENARIO / "defaults.yml")],
         env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "gpu_tuning: no NVIDIA GPU on this host" in run.stdout

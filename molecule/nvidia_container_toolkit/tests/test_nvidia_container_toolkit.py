@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 JOURNAL_UNITS = ("docker.service",)
@@ -90,21 +91,23 @@ def test_no_cdi_specification_without_a_driver(host):
     assert not host.file("/var/run/cdi/nvidia.yaml").exists
 
 
-def ansible_playbook(host, tmp_path, playbook, *extra):
-    """Run a playbook of this scenario against the host, in its gpu_hosts group."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"gpu_hosts": {"hosts": {host.backend.name: {
-        "ansible_connection": "containers.podman.podman"}}}}))
+def ansible_playbook(inventory, playbook, *extra):
+    """Run a playbook of this scenario with `inventory` (the host alone, in its gpu_hosts group)."""
     env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "build" / "collections"), ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
                ANSIBLE_NOCOLOR="1", ANSIBLE_CALLBACK_RESULT_FORMAT="json")
     return subprocess.run(
-        [str(pathlib.Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory),
+        [str(pathlib.Path(sys.executable).with_name("ansible-playbook")), "-i", inventory,
          str(SCENARIO / playbook)] + list(extra),
         env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
-def test_a_key_with_another_fingerprint_is_refused(host, tmp_path):
+@pytest.fixture(name="inventory")
+def inventory_fixture(host, tmp_path, standin_inventory):
+    return standin_inventory(tmp_path / "inventory.json", host.backend.name)
+
+
+def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, inventory):
     inventory = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"]
     variables = dict(inventory["group_vars"]["gpu_hosts"])
     variables["nvidia_container_toolkit_gpg_key_fingerprint"] = "C95B321B61E88C1809C4F759DDCAE044F796ECB0"
@@ -113,7 +116,7 @@ def test_a_key_with_another_fingerprint_is_refused(host, tmp_path):
     before = (host.file(KEYRING).sha256sum, host.file(SOURCES).sha256sum)
     host.run("mv %s %s.kept", KEYRING, KEYRING)   # as on a first run: no key in place yet
     try:
-        run = ansible_playbook(host, tmp_path, "converge.yml", "-e", "@" + str(extra), "--tags", "preflight,facts,repository")
+        run = ansible_playbook(inventory, "converge.yml", "-e", "@" + str(extra), "--tags", "preflight,facts,repository")
         assert run.returncode != 0
         assert "not nvidia_container_toolkit_gpg_key_fingerprint=C95B321B61E88C1809C4F759DDCAE044F796ECB0" in run.stdout
         assert host.file(TEST_REPO + "/gpgkey").exists
@@ -124,9 +127,9 @@ def test_a_key_with_another_fingerprint_is_refused(host, tmp_path):
     assert host.file(KEYRING).sha256sum == before[0]
 
 
-def test_role_defaults_skip_a_host_without_gpu(host, tmp_path):
+def test_role_defaults_skip_a_host_without_gpu(host, inventory):
     before = (host.file(DAEMON_JSON).sha256sum, host.file("/var/lib/docker-standin/starts").sha256sum)
-    run = ansible_playbook(host, tmp_path, "defaults.yml")
+    run = ansible_playbook(inventory, "defaults.yml")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "nvidia_container_toolkit: no NVIDIA GPU on this host" in run.stdout
     assert "nothing installed or changed" in run.stdout

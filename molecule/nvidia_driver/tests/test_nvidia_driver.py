@@ -7,7 +7,6 @@ removes what the converge installed (the scenario destroys the host afterwards).
 import json
 import os
 import subprocess
-import tempfile
 
 import pytest
 
@@ -26,20 +25,22 @@ def pinned(host):
     return PINNED[host.system_info.codename]
 
 
-def run_role(host, playbook, *extra):
+def _run_playbook(inventory, playbook, *extra):
     """Run a playbook of this scenario against the stand-in host; returns (rc, output)."""
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
                ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, "build", "collections"),
                ANSIBLE_INJECT_FACT_VARS="false", ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    inventory = "gpu_hosts:\n  hosts:\n    %s:\n      ansible_connection: containers.podman.podman\n" % host.backend.name
-    with tempfile.NamedTemporaryFile("w", suffix=".yml") as handle:
-        handle.write(inventory)
-        handle.flush()
-        # The scenario's group variables (molecule.yml) do not reach this inventory: repeat them.
-        cmd = ["ansible-playbook", "-i", handle.name, os.path.join(SCENARIO, playbook),
-               "-e", "nvidia_driver_install_without_gpu=true"] + list(extra)
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    # The scenario's group variables (molecule.yml) do not reach this inventory: repeat them.
+    cmd = ["ansible-playbook", "-i", inventory, os.path.join(SCENARIO, playbook),
+           "-e", "nvidia_driver_install_without_gpu=true"] + list(extra)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(name="run_role")
+def run_role_fixture(host, standin_inventory, tmp_path):
+    inventory = standin_inventory(tmp_path / "inventory.json", host.backend.name)
+    return lambda playbook, *extra: _run_playbook(inventory, playbook, *extra)
 
 
 def test_driver_packages_at_the_pinned_version(host, pinned):
@@ -119,16 +120,16 @@ def test_reboot_required_reported_and_no_reboot_attempted(host, pinned):
     assert host.file("/run/gpu-stack-no-reboot-marker").exists
 
 
-def test_other_install_paths_plan_in_check_mode(host):
-    rc, out = run_role(host, "paths.yml")
+def test_other_install_paths_plan_in_check_mode(host, run_role):
+    rc, out = run_role("paths.yml")
     assert rc == 0, out[-3000:]
     assert out.count("PATH OK") == 5 and out.count("PATH REFUSED") == 5, out[-3000:]
     assert "changed=0" in out
 
 
-def test_nvidia_repository_path_in_check_mode_changes_nothing(host, pinned):
+def test_nvidia_repository_path_in_check_mode_changes_nothing(host, pinned, run_role):
     before = host.file("/etc/apt/preferences.d/gpu-stack-nvidia-driver.pref").content_string
-    rc, out = run_role(host, "converge.yml", "--check", "-e", "nvidia_driver_source=nvidia")
+    rc, out = run_role("converge.yml", "--check", "-e", "nvidia_driver_source=nvidia")
     assert rc == 0, out[-3000:]
     assert "nvidia-open=580.65.06-*" in out  # branch 580 without GPUs: open modules
     assert "/%s/x86_64/" % {"bookworm": "debian12", "trixie": "debian13"}[host.system_info.codename] in out
@@ -137,8 +138,8 @@ def test_nvidia_repository_path_in_check_mode_changes_nothing(host, pinned):
     assert not host.package("cuda-keyring").is_installed
 
 
-def test_zz_state_absent_removes_driver_pins_holds_and_blacklist(host):
-    rc, out = run_role(host, "converge.yml", "-e", "nvidia_driver_state=absent")
+def test_zz_state_absent_removes_driver_pins_holds_and_blacklist(host, run_role):
+    rc, out = run_role("converge.yml", "-e", "nvidia_driver_state=absent")
     assert rc == 0, out[-3000:]
     for name in DRIVER_PACKAGES + ["nvidia-persistenced", "nvidia-driver-bin"]:
         assert not host.package(name).is_installed, name
@@ -147,5 +148,5 @@ def test_zz_state_absent_removes_driver_pins_holds_and_blacklist(host):
                  "/etc/modprobe.d/gpu-stack-blacklist-nouveau.conf",
                  "/etc/ansible/facts.d/nvidia_driver.fact"):
         assert not host.file(path).exists, path
-    rc, out = run_role(host, "converge.yml", "-e", "nvidia_driver_state=absent")
+    rc, out = run_role("converge.yml", "-e", "nvidia_driver_state=absent")
     assert rc == 0 and "changed=0" in out, out[-3000:]

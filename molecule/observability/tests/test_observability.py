@@ -126,10 +126,11 @@ def test_exporters_listen_on_loopback_only(host):
             assert wildcard % port not in listeners, (wildcard, port)
 
 
-def test_llama_cpp_engine_has_no_metrics_endpoint(host):
-    """Documented: llama-cpp-python's server has no /metrics, so readiness and unit state stand in."""
-    code = host.run("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8001/metrics").stdout
-    assert code == "404"
+def test_llama_cpp_engine_serves_metrics(host):
+    """llama-server runs with --metrics: its Prometheus metrics are on the engine's own port."""
+    out = host.run("curl -sf http://127.0.0.1:8001/metrics")
+    assert out.rc == 0, out.stderr
+    assert "llamacpp:prompt_tokens_total" in out.stdout
 
 
 # -- Prometheus ------------------------------------------------------------------------------
@@ -140,11 +141,11 @@ def test_prometheus_scrapes_every_target(host):
         jobs = sorted(t["labels"]["job"] for t in targets)
         healthy = all(t["health"] == "up" for t in targets)
         return jobs if healthy and jobs else None
-    assert wait_for(all_up, 60, "every target up") == ["nginx", "node", "prometheus"]
+    assert wait_for(all_up, 60, "every target up") == ["engine", "nginx", "node", "prometheus"]
     # Only this role's targets carry the host label (the package's own configuration, replaced at
     # install, leaves series of its targets for a few minutes after Prometheus restarts).
     result = api(host, "/api/v1/query?query=up%7Bhost%21%3D%22%22%7D")["result"]
-    assert sorted(r["metric"]["job"] for r in result) == ["nginx", "node", "prometheus"]
+    assert sorted(r["metric"]["job"] for r in result) == ["engine", "nginx", "node", "prometheus"]
     assert all(r["value"][1] == "1" for r in result), result
 
 

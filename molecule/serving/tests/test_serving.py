@@ -11,7 +11,7 @@ ENGINE = "http://127.0.0.1:8001"
 UNIT = "gpu-stack-serving-demo-blue.service"
 JOURNAL_UNITS = (UNIT, "nginx.service")
 ACCESS_LOG = "/var/log/nginx/gpu-stack-demo-access.log"
-QUESTION = "What is the capital of France?"
+QUESTION = "What is the capital of France? Answer in one sentence."
 
 
 def chat(host, key=KEY, question=QUESTION):
@@ -66,7 +66,7 @@ def test_engine_listens_on_loopback_only(host):
 
 def test_engine_runs_as_the_service_account(host):
     procs = host.run("ps -eo user:20,args").stdout.splitlines()
-    engine = [p for p in procs if "llama_cpp.server" in p and "podman" not in p]
+    engine = [p for p in procs if "llama-server" in p and "podman" not in p]
     assert engine, procs
     assert all(p.split()[0] == "llmserve" for p in engine), engine
 
@@ -105,7 +105,7 @@ def test_units_enabled(host):
 
 def test_killed_engine_comes_back(host):
     before = int(host.check_output("systemctl show -p NRestarts --value %s", UNIT))
-    host.run("pkill -KILL -f [l]lama_cpp.server")
+    host.run("pkill -KILL -f [l]lama-server")
     time.sleep(1)
     start = time.time()
     wait_ready(host, timeout=90)
@@ -121,7 +121,7 @@ def test_hung_engine_is_restarted_by_the_liveness_timer(host):
     # The [l] keeps pkill's own shell, whose command line holds the pattern, out of the match.
     # A restart asked for with systemctl does not count in NRestarts: a new invocation does.
     invocation = host.check_output("systemctl show -p InvocationID --value %s", UNIT)
-    assert host.run("pkill -STOP -f [l]lama_cpp.server").rc == 0
+    assert host.run("pkill -STOP -f [l]lama-server").rc == 0
     deadline = time.time() + 180
     while time.time() < deadline:
         if host.check_output("systemctl show -p InvocationID --value %s", UNIT) not in ("", invocation):

@@ -225,7 +225,7 @@ def test_crash_after_switch_is_rolled_back(host, run_playbook, inventory_name):
         load = Load(inventory_name, requests=300, duration=150, concurrency=2)
         time.sleep(5)
         crashed = time.time()
-        assert host.run("pkill -KILL -f '[l]lama_cpp.server.*--port 8001'").rc == 0
+        assert host.run("pkill -KILL -f '[l]lama-server.*--port 8001'").rc == 0
         time.sleep(2)
         assert ask(host)[0] == "502"
         began = time.time()

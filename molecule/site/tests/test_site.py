@@ -53,7 +53,7 @@ def test_gpu_roles_left_no_trace_on_a_host_without_gpu(host):
 
 def test_chat_completion_through_the_gateway(host):
     body = ('{"model":"smollm2-135m-instruct","max_tokens":16,"temperature":0,'
-            '"messages":[{"role":"user","content":"What is the capital of France?"}]}')
+            '"messages":[{"role":"user","content":"What is the capital of France? Answer in one sentence."}]}')
     out = host.run("curl -s --max-time 120 -o /tmp/site-answer.json -w '%%{http_code}' "
                    "-H 'Authorization: Bearer %s' -H 'Content-Type: application/json' "
                    "--data '%s' %s/v1/chat/completions" % (KEY, body, GATEWAY))

@@ -87,9 +87,20 @@ def test_llama_cpp_gguf_on_cpu():
     argv = e.engine_argv("llama_cpp", {"model": "/models/current/SmolLM2-135M-Instruct.Q4_1.gguf",
                                        "served_model_name": "smollm2", "port": 8001, "max_model_len": 2048,
                                        "threads": 2})
-    assert pairs(argv) == {"--model": "/models/current/SmolLM2-135M-Instruct.Q4_1.gguf", "--host": "127.0.0.1",
-                           "--port": "8001", "--model_alias": "smollm2", "--n_ctx": "2048", "--n_gpu_layers": "0",
-                           "--n_threads": "2"}
+    valued = {flag: value for flag, value in pairs(argv).items() if value is not True}
+    assert valued == {"--model": "/models/current/SmolLM2-135M-Instruct.Q4_1.gguf", "--host": "127.0.0.1",
+                      "--port": "8001", "--alias": "smollm2", "--ctx-size": "2048", "--parallel": "1",
+                      "--n-gpu-layers": "0", "--threads": "2"}
+    # Continuous batching and metrics on; the /slots endpoint (it shows prompts) and the web UI off.
+    for flag in ("--cont-batching", "--metrics", "--no-slots", "--no-webui", "--log-jsonl"):
+        assert flag in argv
+
+
+def test_llama_cpp_slots_each_hold_the_whole_model_length():
+    argv = e.engine_argv("llama_cpp", {"model": "/models/m.gguf", "max_model_len": 4096, "max_num_seqs": 8,
+                                       "max_num_batched_tokens": 1024})
+    args = pairs(argv)
+    assert (args["--parallel"], args["--ctx-size"], args["--batch-size"]) == ("8", "32768", "1024")
 
 
 def test_extra_args_are_appended():
@@ -108,6 +119,8 @@ def test_extra_args_are_appended():
     ("vllm", {}, "model (the model's path inside the container) is required"),
     ("llama_cpp", {"model": "/m/x.gguf", "tensor_parallel_size": 2}, "llama_cpp serves on one device"),
     ("llama_cpp", {"model": "/m/model.safetensors"}, "needs a GGUF file"),
+    ("llama_cpp", {"model": "/m/x.gguf", "extra_args": ["-c", "512"]}, "repeats -c"),
+    ("llama_cpp", {"model": "/m/x.gguf", "extra_args": ["--parallel=4"]}, "repeats --parallel"),
     ("tgi", {"model": "/m"}, "engine 'tgi' is unknown"),
 ])
 def test_bad_settings_are_refused_with_the_fix(engine, settings, message):
