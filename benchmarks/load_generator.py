@@ -12,7 +12,10 @@ X-Gpu-Stack-Instance header); the summary gives sent / failed / p50 / p99 per ph
         --model smollm2-135m-instruct --requests 600 --duration 150 --concurrency 4 \\
         --output /tmp/load.json
 
-Without arguments it checks itself against a throwaway server on 127.0.0.1 (a few seconds).
+With --stop-file, the generator stops starting new requests once that file exists (the ones in
+flight finish and are recorded): a test ends the load as soon as what it measures is over,
+within the same bounds. Without arguments it checks itself against a throwaway server on
+127.0.0.1 (a few seconds).
 The key comes from the environment (GPU_STACK_API_KEY), never from the command line.
 """
 import argparse
@@ -23,6 +26,7 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -99,9 +103,10 @@ def one_request(host, port, path, body, headers, timeout):
     return record
 
 
-def run(url, key, model, requests, duration, concurrency, max_tokens=1, timeout=120.0):
+def run(url, key, model, requests, duration, concurrency, max_tokens=1, timeout=120.0, stop_file=None):
     """Send `requests` completions, the i-th not before start + i * duration / requests, with at
-    most `concurrency` in flight. Returns the list of records, in start order."""
+    most `concurrency` in flight, none after `stop_file` appears. Returns the list of records, in
+    start order."""
     host, port, base = check_loopback(url)
     if requests < 1 or duration <= 0 or concurrency < 1:
         raise ValueError("--requests, --duration and --concurrency must be positive")
@@ -127,6 +132,10 @@ def run(url, key, model, requests, duration, concurrency, max_tokens=1, timeout=
             wait = start + index * interval - time.time()
             if wait > 0:
                 time.sleep(wait)
+            if stop_file and os.path.exists(stop_file):
+                with lock:
+                    state["next"] = requests
+                return
             record = one_request(host, port, path, body, headers, timeout)
             record["index"] = index
             with lock:
@@ -165,12 +174,20 @@ def self_check():
         begin = time.time()
         records = run("http://127.0.0.1:%d" % server.server_address[1], "", "m", 40, 2.0, 4)
         took = time.time() - begin
+        with tempfile.TemporaryDirectory() as tmp:
+            stop = os.path.join(tmp, "stop")
+            timer = threading.Timer(0.5, lambda: open(stop, "w").close())
+            timer.start()
+            stopped = run("http://127.0.0.1:%d" % server.server_address[1], "", "m", 400, 20.0, 4, stop_file=stop)
+            timer.join()
     finally:
         server.shutdown()
     summary = summarize(records)
     assert summary["sent"] == 40 and summary["failed"] == 0, summary
     assert 1.9 <= took < 10, took
     assert summary["instances"] == {"selftest-blue": 40}, summary
+    # Stopped after about 0.5 s of 20: about 10 of 400 sent, none failed.
+    assert 1 <= len(stopped) < 40 and summarize(stopped)["failed"] == 0, len(stopped)
     try:
         check_loopback("http://192.0.2.1:8080")
     except ValueError:
@@ -195,14 +212,16 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--key-env", default="GPU_STACK_API_KEY", help="environment variable holding the key")
     parser.add_argument("--output", required=True, help="JSON file: records and summary")
+    parser.add_argument("--stop-file", help="start no new request once this file exists")
     args = parser.parse_args(argv)
     try:
         records = run(args.url, os.environ.get(args.key_env, ""), args.model, args.requests, args.duration,
-                      args.concurrency, args.max_tokens, args.timeout)
+                      args.concurrency, args.max_tokens, args.timeout, args.stop_file)
     except ValueError as exc:
         parser.error(str(exc))
     result = {"config": {"url": args.url, "requests": args.requests, "duration_s": args.duration,
-                         "concurrency": args.concurrency, "max_tokens": args.max_tokens},
+                         "concurrency": args.concurrency, "max_tokens": args.max_tokens,
+                         "stopped_early": len(records) < args.requests},
               "summary": summarize(records), "records": records}
     with open(args.output, "w", encoding="utf-8") as handle:
         json.dump(result, handle)

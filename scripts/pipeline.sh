@@ -32,6 +32,12 @@ done
 echo "==== summary"
 printf 'pipeline: %s\n' "${summary[@]}"
 passed=$((${#summary[@]} - failed))
-echo "pipeline: total $((SECONDS - total_start)) s"
+total=$((SECONDS - total_start))
+echo "pipeline: total ${total} s ($((total / 60)) min)"
+# CI allows 90 minutes; make test keeps 30 of them free for the scenarios still to come.
+if ((total > ${GPU_STACK_PIPELINE_BUDGET_S:-3600})); then
+  echo "pipeline: WARNING: the total ${total} s is over the ${GPU_STACK_PIPELINE_BUDGET_S:-3600} s budget of make test;" \
+       "find the slow stage above before adding to it"
+fi
 echo "pipeline: ${passed} passed, ${failed} failed"
 ((failed == 0))
