@@ -102,12 +102,12 @@ def ansible_playbook(inventory, playbook, *extra):
         env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
-@pytest.fixture(name="inventory")
-def inventory_fixture(host, tmp_path, standin_inventory):
+@pytest.fixture(name="host_inventory")
+def host_inventory_fixture(host, tmp_path, standin_inventory):
     return standin_inventory(tmp_path / "inventory.json", host.backend.name)
 
 
-def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, inventory):
+def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, host_inventory):
     inventory = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["provisioner"]["inventory"]
     variables = dict(inventory["group_vars"]["gpu_hosts"])
     variables["nvidia_container_toolkit_gpg_key_fingerprint"] = "C95B321B61E88C1809C4F759DDCAE044F796ECB0"
@@ -116,7 +116,7 @@ def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, inventory):
     before = (host.file(KEYRING).sha256sum, host.file(SOURCES).sha256sum)
     host.run("mv %s %s.kept", KEYRING, KEYRING)   # as on a first run: no key in place yet
     try:
-        run = ansible_playbook(inventory, "converge.yml", "-e", "@" + str(extra), "--tags", "preflight,facts,repository")
+        run = ansible_playbook(host_inventory, "converge.yml", "-e", "@" + str(extra), "--tags", "preflight,facts,repository")
         assert run.returncode != 0
         assert "not nvidia_container_toolkit_gpg_key_fingerprint=C95B321B61E88C1809C4F759DDCAE044F796ECB0" in run.stdout
         assert host.file(TEST_REPO + "/gpgkey").exists
@@ -127,9 +127,9 @@ def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, inventory):
     assert host.file(KEYRING).sha256sum == before[0]
 
 
-def test_role_defaults_skip_a_host_without_gpu(host, inventory):
+def test_role_defaults_skip_a_host_without_gpu(host, host_inventory):
     before = (host.file(DAEMON_JSON).sha256sum, host.file("/var/lib/docker-standin/starts").sha256sum)
-    run = ansible_playbook(inventory, "defaults.yml")
+    run = ansible_playbook(host_inventory, "defaults.yml")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert "nvidia_container_toolkit: no NVIDIA GPU on this host" in run.stdout
     assert "nothing installed or changed" in run.stdout
