@@ -21,7 +21,7 @@ PLATFORM       ?= debian12
 help: ## This list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
-setup: prereqs venv images models ## Everything the pipeline and the demo need (idempotent)
+setup: prereqs venv images models ## Everything the pipeline needs (idempotent)
 
 prereqs: ## Host packages and containers.conf (root)
 	@scripts/host-prereqs.sh
@@ -64,7 +64,8 @@ test: ## The pipeline CI runs: lint, sanity, unit, specs, quick molecule set
 test-full: ## The whole pipeline with every scenario on both distributions
 	@scripts/pipeline.sh yamllint ansible-lint sanity unit specs molecule-full
 
-demo: setup ## Provision the local stand-in host with site.yml and report
+demo: ## Set up what the demo needs, provision the local stand-in host with site.yml, ask the model
+	@scripts/demo.sh setup
 	@scripts/demo.sh
 
 demo-destroy: ## Remove the demo stand-in host

@@ -111,7 +111,7 @@ def main(argv=None):
             runs = {kind: [] for kind in paths}
             for kind, inventory in paths.items():
                 timed_run(play, inventory)  # warm-up: interpreter discovery, SSH master connection
-            for _ in range(args.repeat):
+            for _round in range(args.repeat):
                 for kind, inventory in paths.items():   # interleaved, so load changes hit every kind
                     runs[kind].append(timed_run(play, inventory))
         finally:
