@@ -55,3 +55,26 @@ def test_sysctl_persisted_and_applied(host):
     conf = host.file("/etc/sysctl.d/60-gpu-stack.conf")
     assert conf.contains("net.core.somaxconn=4096")
     assert host.sysctl("net.core.somaxconn") == 4096
+
+
+UBUNTU = ('PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nVERSION="24.04.1 LTS (Noble Numbat)"\n'
+          'VERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\n')
+
+
+@pytest.fixture(scope="module")
+def ubuntu(host):
+    """The stand-in says it is Ubuntu 24.04 (os-release bind-mounted over), for the duration."""
+    written = host.run("printf '%%s' %s > /var/tmp/os-release-ubuntu && mount --bind /var/tmp/os-release-ubuntu "
+                       "/usr/lib/os-release", UBUNTU)
+    assert written.rc == 0, written.stderr
+    yield
+    host.run("umount /usr/lib/os-release")
+
+
+@pytest.mark.parametrize("role", ["common", "nvidia_driver", "cuda", "nvidia_container_toolkit", "gpu_tuning",
+                                  "conda_env", "model_storage", "serving", "observability"])
+def test_every_role_refuses_an_untested_operating_system(ubuntu, run_playbook, inventory_name, role):
+    rc, out = run_playbook("molecule/common/any_role.yml", inventory_name, {"role": role})
+    assert rc != 0, out[-3000:]
+    assert "%s: Ubuntu 24.04" % role in out and "is not supported" in out, out[-3000:]
+    assert "tested on Debian 12 (bookworm) and 13 (trixie) only" in out and "Nothing was changed" in out
