@@ -6,11 +6,11 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 name: engine_args
 short_description: Command-line arguments of an inference engine
-version_added: 0.1.0
+version_added: 0.2.0
 author: llmops.gpu_stack maintainers (@llmops)
 description:
   - Turns one settings dict into the arguments of vLLM (C(vllm serve) / the OpenAI server), SGLang
-    (C(sglang.launch_server)) or llama-cpp-python's server, every value explicit.
+    (C(sglang.launch_server)) or llama.cpp's llama-server, every value explicit.
   - Refuses, with every problem listed, settings the engine would reject or silently reinterpret
     (unknown dtype, quantization or KV-cache dtype, parallel sizes for llama.cpp, extra arguments
     that repeat one the role sets).

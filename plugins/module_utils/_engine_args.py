@@ -5,7 +5,7 @@
 
 The serving role renders the engine's arguments from the model profile and the preflight
 estimate (deploy_preflight's engine_settings) plus the operator's overrides. Everything the
-engine needs is passed explicitly; nothing is left for the engine to guess (seed point 3).
+engine needs is passed explicitly; nothing is left for the engine to guess (docs/serving.md).
 Pure functions: unit-tested for the DeepSeek profiles.
 """
 from __future__ import annotations
@@ -33,10 +33,10 @@ _KV_CACHE_DTYPES = {
 _OWNED = {
     "vllm": ("--model", "--served-model-name", "--host", "--port", "--tensor-parallel-size",
              "--pipeline-parallel-size", "--max-model-len", "--max-num-seqs", "--gpu-memory-utilization",
-             "--dtype", "--quantization", "--kv-cache-dtype"),
+             "--dtype", "--quantization", "--kv-cache-dtype", "--max-num-batched-tokens"),
     "sglang": ("--model-path", "--served-model-name", "--host", "--port", "--tp-size", "--pp-size",
                "--context-length", "--max-running-requests", "--mem-fraction-static", "--dtype", "--quantization",
-               "--kv-cache-dtype"),
+               "--kv-cache-dtype", "--chunked-prefill-size"),
     "llama_cpp": ("--model", "-m", "--alias", "-a", "--host", "--port", "--ctx-size", "-c", "--parallel", "-np",
                   "--n-gpu-layers", "-ngl", "--threads", "-t", "--cont-batching", "-cb", "--no-cont-batching",
                   "-nocb", "--metrics", "--slots", "--no-slots", "--batch-size", "-b"),
@@ -75,7 +75,8 @@ def engine_argv(engine, settings):
     settings keys: model (path inside the container; for llama_cpp the .gguf file), served_model_name,
     host, port, tensor_parallel_size, pipeline_parallel_size, max_model_len, max_num_seqs,
     gpu_memory_utilization, dtype, quantization, kv_cache_dtype, threads (llama_cpp), n_gpu_layers
-    (llama_cpp), max_num_batched_tokens (llama_cpp), trust_remote_code, extra_args.
+    (llama_cpp), max_num_batched_tokens (vLLM --max-num-batched-tokens, SGLang --chunked-prefill-size,
+    llama.cpp --batch-size), trust_remote_code, extra_args.
     Raises EngineArgsError listing every problem at once.
     """
     if engine not in ENGINES:
@@ -99,6 +100,7 @@ def engine_argv(engine, settings):
     dtype = settings.get("dtype") or "auto"
     quantization = settings.get("quantization") or None
     kv_dtype = settings.get("kv_cache_dtype") or "auto"
+    batched = _positive_int(settings, "max_num_batched_tokens", problems)
     extra = _check_extra(engine, settings.get("extra_args") or [], problems)
 
     if engine in ("vllm", "sglang"):
@@ -124,6 +126,8 @@ def engine_argv(engine, settings):
             argv += ["--max-num-seqs", str(seqs)]
         if util is not None:
             argv += ["--gpu-memory-utilization", "%g" % float(util)]
+        if batched:
+            argv += ["--max-num-batched-tokens", str(batched)]
         argv += ["--dtype", _DTYPE_ARG[dtype]]
         if quantization:
             argv += ["--quantization", quantization]
@@ -143,6 +147,8 @@ def engine_argv(engine, settings):
             argv += ["--max-running-requests", str(seqs)]
         if util is not None:
             argv += ["--mem-fraction-static", "%g" % float(util)]
+        if batched:
+            argv += ["--chunked-prefill-size", str(batched)]
         argv += ["--dtype", _DTYPE_ARG[dtype]]
         if quantization:
             argv += ["--quantization", quantization]
@@ -167,7 +173,6 @@ def engine_argv(engine, settings):
         if max_len:
             argv += ["--ctx-size", str(max_len * slots)]
         argv += ["--parallel", str(slots), "--cont-batching"]
-        batched = _positive_int(settings, "max_num_batched_tokens", [], None)
         if batched:
             argv += ["--batch-size", str(batched)]
         argv += ["--n-gpu-layers", str(int(settings.get("n_gpu_layers") or 0))]

@@ -90,8 +90,8 @@ def select_gpus(session, selectors):
             for gpu in present:
                 chosen[gpu[0]] = gpu
             continue
-        matched = [gpu for gpu in present if (text.isdigit() and int(text) == gpu[0]) or
-                   (gpu[2] and gpu[2].lower() == text.lower())]
+        matched = [gpu for gpu in present if any(((text.isdigit() and int(text) == gpu[0]),
+                                                  (gpu[2] and gpu[2].lower() == text.lower())))]
         if matched:
             chosen[matched[0][0]] = matched[0]
         else:

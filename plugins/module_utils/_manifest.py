@@ -305,13 +305,12 @@ def parse_manifest(text, source="manifest"):
         raise ManifestError("%s has no 'files' mapping. Recreate it with state=present." % source)
     result = {}
     for rel, item in files.items():
-        ok = (
-            isinstance(item, dict)
-            and isinstance(item.get("size"), int)
-            and isinstance(item.get("sha256"), str)
-            and _SHA256_RE.match(item["sha256"])
-            and _is_safe_relpath(rel)
-        )
+        ok = all((
+            isinstance(item, dict),
+            isinstance(item, dict) and isinstance(item.get("size"), int),
+            isinstance(item, dict) and isinstance(item.get("sha256"), str) and _SHA256_RE.match(item["sha256"]),
+            _is_safe_relpath(rel),
+        ))
         if not ok:
             raise ManifestError(
                 "%s: entry %r is not {size, sha256} under a relative path. Recreate the "
@@ -322,14 +321,15 @@ def parse_manifest(text, source="manifest"):
 
 
 def _is_safe_relpath(relpath):
-    return (
-        isinstance(relpath, str)
-        and relpath != ""
-        and not relpath.startswith("/")
-        and posixpath.normpath(relpath) == relpath
-        and relpath != ".."
-        and not relpath.startswith("../")
-    )
+    if not isinstance(relpath, str):
+        return False
+    return all((
+        relpath != "",
+        not relpath.startswith("/"),
+        posixpath.normpath(relpath) == relpath,
+        relpath != "..",
+        not relpath.startswith("../"),
+    ))
 
 
 def parse_expected(expected):

@@ -191,8 +191,8 @@ def tuning_drift(expected, gpu):
     clocks = expected.get("application_clocks")
     current = (gpu.get("clocks") or {}).get("application") or {}
     if isinstance(clocks, dict) and current.get("graphics") is not None and current.get("memory") is not None:
-        drift["application_clocks"] = int(int(clocks["graphics"]) != current["graphics"]
-                                          or int(clocks["memory"]) != current["memory"])
+        drift["application_clocks"] = int(any((int(clocks["graphics"]) != current["graphics"],
+                                               int(clocks["memory"]) != current["memory"])))
     return drift
 
 

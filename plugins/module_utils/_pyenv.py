@@ -262,8 +262,8 @@ def choose_torch_variant(available, requested="auto", cuda_version=None, driver_
                 "torch variant %s needs CUDA %s but the driver is %s: %s. Choose a variant for CUDA %s or older "
                 "(%s) or upgrade the driver" % (
                     requested, needed, driver_version, reason, best or "(none in the table)",
-                    ", ".join(v for v in sorted(available) if v != CPU_VARIANT and best and
-                              compare_versions(variant_cuda(v), best) <= 0) or "no lock on offer"),
+                    ", ".join(v for v in sorted(available) if all((
+                        v != CPU_VARIANT, best, best and compare_versions(variant_cuda(v), best) <= 0))) or "no lock on offer"),
                 variant=requested, driver_version=driver_version)
         if reason and "reduced features" in reason:
             notes.append(reason)

@@ -328,12 +328,16 @@ def profile_from_hf_config(config, name=None):
         profile["attention_bias"] = profile["architecture"] == "qwen2"
     quant = config.get("quantization_config") or {}
     method = str(quant.get("quant_method") or "").lower()
+    checkpoint_dtype = config.get("torch_dtype") or config.get("dtype") or "bf16"
     if method in ("fp8", "awq", "gptq"):
         profile["dtype"] = method
     elif method == "bitsandbytes":
         profile["dtype"] = "int4" if quant.get("load_in_4bit") else "int8"
     else:
-        profile["dtype"] = config.get("torch_dtype") or config.get("dtype") or "bf16"
+        profile["dtype"] = checkpoint_dtype
+    if profile["dtype"] != checkpoint_dtype:
+        # A quantized checkpoint still computes in its 16-bit dtype (the engine's --dtype).
+        profile["activation_dtype"] = normalize_dtype(checkpoint_dtype)
     if name:
         profile["name"] = name
     return normalize_profile(profile)
@@ -646,9 +650,9 @@ def parameter_count(profile):
     embed = profile["vocab_size"] * profile["hidden_size"]
     lm_head = 0 if profile["tie_word_embeddings"] else embed
     final_norm = profile["hidden_size"]
-    in_layers = sum(l["sharded"] + l["replicated"] + l["other"] for l in layers)
+    in_layers = sum(layer["sharded"] + layer["replicated"] + layer["other"] for layer in layers)
     total = embed + lm_head + final_norm + in_layers
-    active = embed + lm_head + final_norm + sum(l["active"] for l in layers)
+    active = embed + lm_head + final_norm + sum(layer["active"] for layer in layers)
     return {"total": total, "active": active, "embedding": embed, "lm_head": lm_head,
             "layers": in_layers, "final_norm": final_norm}
 
@@ -752,14 +756,15 @@ def weight_bytes(profile, dtype="auto", tensor_parallel_size=1, pipeline_paralle
     else:
         linear, small = bytes_per_param(resolve_dtype(profile, dtype))
         layers = layer_parameters(profile)
-        layer_per_gpu = [l["sharded"] * linear / tp + l["replicated"] * linear + l["other"] * small for l in layers]
+        layer_per_gpu = [layer["sharded"] * linear / tp + layer["replicated"] * linear + layer["other"] * small
+                         for layer in layers]
         counts = parameter_count(profile)
         embed = counts["embedding"] * small
         output = counts["lm_head"] * small
         other = counts["final_norm"] * small
         tied_copy = embed
         total = embed + output + other + sum(
-            l["sharded"] * linear + l["replicated"] * linear + l["other"] * small for l in layers)
+            layer["sharded"] * linear + layer["replicated"] * linear + layer["other"] * small for layer in layers)
     busiest = 0.0
     last = len(ranges) - 1
     for stage, (start, end) in enumerate(ranges):
@@ -867,6 +872,9 @@ def estimate_memory(profile, dtype="auto", kv_cache_dtype="auto", context_length
         "runtime_overhead_per_gpu_bytes": overhead,
         "need_per_gpu_bytes": need,
         "max_position_embeddings": profile.get("max_position_embeddings"),
+        # The overrides given (None: the defaults above), so that variants keep them.
+        "max_num_batched_tokens": int(max_num_batched_tokens) if max_num_batched_tokens else None,
+        "runtime_overhead_bytes": int(runtime_overhead) if runtime_overhead is not None else None,
     }
 
 
@@ -877,7 +885,8 @@ def estimate_variant(est, profile, **changes):
         "context_length": est["context_length"], "max_num_seqs": est["max_num_seqs"],
         "tensor_parallel_size": est["tensor_parallel_size"],
         "pipeline_parallel_size": est["pipeline_parallel_size"], "engine": est["engine"],
-        "device": est["device"],
+        "device": est["device"], "max_num_batched_tokens": est.get("max_num_batched_tokens"),
+        "runtime_overhead": est.get("runtime_overhead_bytes"),
     }
     args.update(changes)
     return estimate_memory(profile, **args)
@@ -970,16 +979,52 @@ def fitting_dtypes(profile, est, available_bytes, candidates):
 
 
 _VLLM_DTYPE_ARG = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+# 4-bit AWQ / GPTQ / int4 kernels take fp16 activations (vLLM casts bf16 to fp16 for them).
+_FP16_ACTIVATION_FORMATS = ("awq", "gptq", "int4")
+
+
+def activation_dtype_arg(profile, served):
+    """The engine's --dtype for a served weight format, never 'auto': the format itself for
+    16/32-bit weights; for quantized weights the checkpoint's own 16-bit dtype (bf16 for the
+    DeepSeek and R1 checkpoints), fp16 for the 4-bit formats whose kernels need it. GGUF
+    formats (llama.cpp) return the GGUF type, which llama.cpp reads from the file."""
+    if served in _VLLM_DTYPE_ARG:
+        return _VLLM_DTYPE_ARG[served]
+    if served in _FP16_ACTIVATION_FORMATS:
+        return "float16"
+    if served in QUANTIZED_DTYPES:
+        return _VLLM_DTYPE_ARG.get(profile.get("activation_dtype") or "bf16", "bfloat16")
+    return served
+
+
+def largest_fitting_seqs(profile, est, available_bytes, cap=4096):
+    """Most sequences (1..cap) that fit at the estimate's context, or None when not even one does."""
+    def fits(seqs):
+        return estimate_variant(est, profile, max_num_seqs=seqs)["need_per_gpu_bytes"] <= available_bytes
+    return _largest(1, max(1, int(cap)), fits)
+
+
+def largest_fitting_context(profile, est, available_bytes, longest):
+    """Longest context (a multiple of the 16-token KV block, at most `longest`) that fits at the
+    estimate's sequence count, or None when not even one block does."""
+    def fits(blocks):
+        return estimate_variant(est, profile, context_length=blocks * KV_BLOCK_TOKENS)["need_per_gpu_bytes"] <= available_bytes
+    blocks = _largest(1, max(1, int(longest) // KV_BLOCK_TOKENS), fits)
+    return blocks * KV_BLOCK_TOKENS if blocks else None
 
 
 def engine_settings(profile, est, gpu_total_bytes=None, gpu_free_bytes=None, gpu_memory_utilization=0.9,
-                    host_available_bytes=None):
+                    host_available_bytes=None, max_num_batched_tokens=None):
     """Serving settings derived from the estimate, for the serving role.
 
     Keys: fits, max_model_len, max_num_seqs, gpu_memory_utilization (recommended),
-    tensor_parallel_size, pipeline_parallel_size, dtype, quantization, kv_cache_dtype,
-    kv_cache_tokens (capacity per GPU at that fraction), max_num_seqs_at_max_model_len,
-    max_model_len_at_max_num_seqs; for llama_cpp also ctx_size, parallel, n_gpu_layers.
+    max_num_batched_tokens (the engine's default when not given: passed explicitly so the
+    engine runs what was estimated), tensor_parallel_size, pipeline_parallel_size, dtype (the
+    activation dtype, never 'auto'), weight_format (the weights served: bf16, fp8, awq, Q4_K_M,
+    ...), quantization (the method for on-the-fly quantization of a 16-bit checkpoint; None when
+    the checkpoint already carries it), kv_cache_dtype, kv_cache_tokens (capacity per GPU at
+    that fraction), max_num_seqs_at_max_model_len, max_model_len_at_max_num_seqs; for llama_cpp
+    also ctx_size, parallel, n_gpu_layers.
     """
     util = float(gpu_memory_utilization)
     if est["device"] == "cpu":
@@ -1000,9 +1045,11 @@ def engine_settings(profile, est, gpu_total_bytes=None, gpu_free_bytes=None, gpu
         "max_model_len": est["context_length"],
         "max_num_seqs": est["max_num_seqs"],
         "gpu_memory_utilization": recommended,
+        "max_num_batched_tokens": int(max_num_batched_tokens or DEFAULT_BATCHED_TOKENS.get(est["engine"], 8192)),
         "tensor_parallel_size": est["tensor_parallel_size"],
         "pipeline_parallel_size": est["pipeline_parallel_size"],
-        "dtype": _VLLM_DTYPE_ARG.get(served, "auto"),
+        "dtype": activation_dtype_arg(profile, served),
+        "weight_format": served,
         "quantization": served if (served in QUANTIZED_DTYPES and served != native) else None,
         "kv_cache_dtype": est["kv_cache_dtype"],
         "kv_cache_tokens": limits.get("kv_cache_tokens"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: cdi_spec_info
 short_description: Read an NVIDIA CDI specification and tell whether it matches the driver and GPUs
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Reads a Container Device Interface specification written by C(nvidia-ctk cdi generate) and returns its kind, its
     device names, the GPU UUIDs it defines and the NVIDIA driver version it was generated for.

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: cuda_compat
 short_description: Check that an NVIDIA driver can run a CUDA toolkit release
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Compares a CUDA toolkit release with the NVIDIA driver that will run it, using the minimum driver of each CUDA
     release from the CUDA toolkit release notes and the minor-version compatibility floors of the CUDA compatibility

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: deploy_preflight
 short_description: Check that a model deployment can work on a host before anything changes
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Estimates the memory a model needs per GPU (weights + KV cache + activations + runtime) for the planned dtype,
     context, concurrency and tensor / pipeline parallel sizes, and checks it against the host's GPUs.
@@ -19,7 +19,15 @@ description:
     RAM instead of GPU memory. V(vllm) and V(sglang) on a host without usable GPUs are a blocking failure.
   - Fails only on blocking failures, with one message listing every failure and its fix; warnings (a need within
     5% of its limit, an end-of-life driver branch, ...) are returned.
-  - Returns engine settings derived from the estimate for the serving role.
+  - Returns engine settings derived from the estimate for the serving role. Settings left unset (context length,
+    sequences, memory fraction, batched tokens, dtype) are chosen from the estimate; a value that is set is checked,
+    never changed. C(source) in RV(engine_settings) says which is which.
+  - With O(models), checks a whole host plan at once (the C(gpu_stack_models) list of served models). It validates
+    the list, places the models on the GPUs, checks each model, then what models that share a GPU claim together,
+    and returns one report per model and a table.
+  - On a host whose NVIDIA driver is not installed yet (O(defer_gpu_checks)), the GPUs are looked up by PCI device id
+    in a table of common boards, so that a model that cannot fit or a format the GPU cannot run is refused before
+    the driver is installed.
   - The formulas and assumptions are in the collection's C(docs/preflight.md).
 author:
   - llmops.gpu_stack maintainers (@llmops)
@@ -32,7 +40,7 @@ options:
       - Built-in model profile, lower case. One of V(deepseek-r1-distill-qwen-1.5b), V(deepseek-r1-distill-qwen-7b),
         V(deepseek-r1-distill-llama-8b), V(deepseek-r1-distill-qwen-14b), V(deepseek-r1-distill-qwen-32b),
         V(deepseek-r1-distill-llama-70b), V(deepseek-v3), V(deepseek-r1), V(smollm2-135m-instruct).
-      - Exactly one of O(model), O(architecture) and O(config_path) is required.
+      - Exactly one of O(model), O(architecture), O(config_path) and O(models) is required.
     type: str
   architecture:
     description:
@@ -62,14 +70,17 @@ options:
     default: auto
   context_length:
     description:
-      - Longest sequence (prompt + output) to serve, the engine's max model length. Defaults to 32768 or the model's
-        maximum when that is smaller; the result says when the default was used.
+      - Longest sequence (prompt + output) to serve, the engine's max model length.
+      - When omitted it is derived. With O(max_num_seqs) omitted too, 32768 (or the model's maximum when smaller) when
+        at least one sequence fits, else the longest context one sequence fits, rounded down to a multiple of 1024;
+        with O(max_num_seqs) set, the longest that fits at that many sequences, up to 32768. Below 2048 tokens nothing
+        useful fits and the plan is blocked.
     type: int
   max_num_seqs:
     description:
       - Sequences served at the same time. The estimate assumes all of them at full O(context_length).
+      - When omitted, the most that fit at the context, at most 16 (4 for V(llama_cpp)).
     type: int
-    default: 16
   tensor_parallel_size:
     description: GPUs each layer is split across.
     type: int
@@ -87,12 +98,13 @@ options:
     description:
       - Fraction of each GPU's total memory the engine may claim (vLLM C(--gpu-memory-utilization), SGLang
         C(--mem-fraction-static)). Ignored by V(llama_cpp), which is checked against free memory.
+      - When omitted, 0.9 (vLLM's default). It is not lowered to the memory free at the time of the check; the
+        C(gpu_memory_free) check blocks instead and names the fraction that fits.
     type: float
-    default: 0.9
   max_num_batched_tokens:
     description:
-      - Tokens in the largest forward pass, for the activation estimate. Defaults to 8192 for vLLM and SGLang, 512 for
-        llama.cpp.
+      - Tokens in the largest forward pass, for the activation estimate. When omitted, the engine's default chunk
+        (8192 for vLLM and SGLang, 512 for llama.cpp), returned in RV(engine_settings) to be passed explicitly.
     type: int
   model_path:
     description:
@@ -145,6 +157,46 @@ options:
     description: Directory searched for the C(pynvml) binding when O(gpu) is omitted.
     type: path
     default: /opt/gpu_stack/python
+  models:
+    description:
+      - The host's served models (the C(gpu_stack_models) inventory variable), checked together instead of one model.
+        Mutually exclusive with the single-model options (O(model), O(architecture), O(config_path), O(dtype),
+        O(kv_cache_dtype), O(context_length), O(max_num_seqs), O(tensor_parallel_size), O(pipeline_parallel_size),
+        O(engine), O(gpu_memory_utilization), O(max_num_batched_tokens), O(model_path)); the host options
+        (O(cuda_version), O(min_compute_capability), O(allowed_fs_types), O(disk_margin_fraction),
+        O(disk_margin_min_gib), O(gpu), O(defer_gpu_checks)) apply to every model.
+      - "Each item: C(name) (required, unique, V(^[a-z0-9][a-z0-9._-]{0,62}$)); C(profile) (a built-in profile, see
+        O(model)) or C(architecture) (config.json numbers), neither only for a C(.gguf) C(file); C(file); C(model_path)
+        (default O(model_root)/C(name)); C(revision); C(source); C(engine) (V(auto), V(vllm), V(sglang),
+        V(llama_cpp); V(auto) is vLLM on a GPU host and llama.cpp on a CPU host or for a C(.gguf) file); C(dtype);
+        C(quantization) (V(none), V(fp8), V(int8), V(int4), V(awq), V(gptq)); C(kv_cache_dtype);
+        C(tensor_parallel_size); C(pipeline_parallel_size); C(gpus) (V(all) or a list of GPU indices; unset: the next
+        GPUs no other model claims); C(max_model_len), C(max_num_seqs), C(gpu_memory_utilization),
+        C(max_num_batched_tokens) (unset: derived as for the single-model options; models sharing a GPU split 0.9);
+        C(port), C(port_green) (default 8001 + 2i and 8002 + 2i for item i); C(gateway_port) (default 8080 + i);
+        C(extra_args); C(threads)."
+      - An invalid list fails the task before any check runs, with every problem named by its variable path
+        (such as C(gpu_stack_models[1].tensor_parallel_size)), its value and the fix.
+    type: list
+    elements: dict
+  model_root:
+    description:
+      - With O(models), the directory holding one directory per model (C(<model_root>/<name>), as the C(model_storage)
+        role lays it out) for an item without C(model_path). A C(.gguf) C(file) of an item without C(profile) or
+        C(architecture) is read from C(<model directory>/current/<file>).
+    type: str
+    default: /srv/models
+  planned_fs_type:
+    description:
+      - With O(models) and O(planned_device), the file system the C(model_storage) role will make on that device for
+        the model root (C(model_storage_fstype)). Until the device is mounted there, the file-system check uses this
+        type and the disk check the device's size, instead of the file system the path is on now (the first preflight
+        of C(site.yml) runs before the device is formatted).
+    type: str
+  planned_device:
+    description:
+      - The block device of O(planned_fs_type) (C(model_storage_device)).
+    type: str
 seealso:
   - module: llmops.gpu_stack.gpu_facts
 """
@@ -169,6 +221,32 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     var: __preflight.engine_settings
 
+- name: Check the host's whole plan (one report and one table row per served model)
+  llmops.gpu_stack.deploy_preflight:
+    models: "{{ gpu_stack_models }}"
+    model_root: /srv/models
+    cuda_version: "12.8"
+    gpu: "{{ ansible_facts.gpu }}"
+  register: __plan
+  # gpu_stack_models on a host with four GPUs:
+  #   - name: deepseek-r1-distill-qwen-32b
+  #     profile: deepseek-r1-distill-qwen-32b
+  #     dtype: bf16
+  #     tensor_parallel_size: 2            # GPUs 0 and 1 (the next free ones)
+  #   - name: deepseek-r1-distill-qwen-7b
+  #     profile: deepseek-r1-distill-qwen-7b
+  #     max_model_len: 16384               # set: checked, never changed; max_num_seqs derived
+  #   - name: smollm2                      # GPU 3, shared: each gets 0.45 of it
+  #     profile: smollm2-135m-instruct
+  #     gpus: [3]
+  #   - name: deepseek-r1-distill-qwen-1.5b
+  #     profile: deepseek-r1-distill-qwen-1.5b
+  #     gpus: [3]
+
+- name: Show the table
+  ansible.builtin.debug:
+    msg: "{{ __plan.table }}"
+
 - name: A GGUF model on the CPU
   llmops.gpu_stack.deploy_preflight:
     config_path: /srv/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -191,16 +269,16 @@ msg:
   sample: "preflight blocked the deployment (1 problem): gpu_memory: does not fit: needs 1 x 71.4 GiB ..."
 device:
   description: Where the model runs, C(gpu) or C(cpu); V(null) when a GPU engine has no GPU.
-  returned: always
+  returned: single model
   type: str
 gpus_used:
   description: NVML indices of the GPUs the estimate places the model on (the first tp x pp usable ones).
-  returned: always
+  returned: single model
   type: list
   elements: int
 plan:
   description: The inputs with defaults filled in.
-  returned: always
+  returned: single model
   type: dict
 estimate:
   description:
@@ -212,17 +290,34 @@ estimate:
   type: dict
 engine_settings:
   description:
-    - Settings for the serving engine derived from the estimate. C(max_model_len), C(max_num_seqs),
-      C(gpu_memory_utilization) (lowered when less memory is free), C(tensor_parallel_size),
-      C(pipeline_parallel_size), C(dtype), C(quantization), C(kv_cache_dtype), C(kv_cache_tokens) (capacity per GPU),
-      C(max_num_seqs_at_max_model_len), C(max_model_len_at_max_num_seqs), C(fits); for llama_cpp also C(ctx_size),
-      C(parallel), C(n_gpu_layers).
+    - Settings for the serving engine, the ones to pass as they are. C(max_model_len), C(max_num_seqs),
+      C(gpu_memory_utilization) (V(null) for llama_cpp), C(max_num_batched_tokens), C(tensor_parallel_size),
+      C(pipeline_parallel_size), C(dtype) (the activation dtype, never V(auto)), C(weight_format) (the weights served),
+      C(quantization) (the method when the engine quantizes a 16-bit checkpoint on the fly; V(null) when the
+      checkpoint carries it), C(kv_cache_dtype), C(kv_cache_tokens) (capacity per GPU),
+      C(max_num_seqs_at_max_model_len), C(max_model_len_at_max_num_seqs), C(fits), C(memory_source) (V(nvml),
+      V(pci_ids) before the driver is loaded, or V(meminfo)); for llama_cpp also C(ctx_size), C(parallel),
+      C(n_gpu_layers).
+    - C(source) maps each of C(max_model_len), C(max_num_seqs), C(gpu_memory_utilization), C(max_num_batched_tokens),
+      C(dtype), C(quantization), C(kv_cache_dtype) to V(set) (given, only checked) or V(derived) (chosen by the
+      preflight); C(gpu_memory_utilization) is V(not_applicable) for llama_cpp.
   returned: when a device was found
+  type: dict
+settings_source:
+  description: The same as C(source) in RV(engine_settings), also when no engine settings could be derived.
+  returned: single model
+  type: dict
+derivation:
+  description:
+    - How the unset settings were chosen, C(rule), C(fits) (V(false) when not even the smallest accepted settings fit,
+      V(null) when nothing was derived), C(budget_bytes), C(minimum_context_length), C(least_settings) (context and
+      sequences at the smallest accepted settings) and C(minimum_need_bytes) (the memory needed there).
+  returned: single model
   type: dict
 checks:
   description: Every check run, as C(check), C(ok), C(severity) (C(blocking) or C(warning)), C(message), C(numbers) and
     C(fix).
-  returned: always
+  returned: single model
   type: list
   elements: dict
 blocking:
@@ -236,8 +331,54 @@ preflight_warnings:
   type: list
   elements: str
 skipped_checks:
-  description: Checks not run and why (missing input).
-  returned: always
+  description: Checks not run and why (missing input; a GPU whose PCI device id the table does not know).
+  returned: single model
+  type: list
+  elements: str
+models:
+  description:
+    - One report per served model, in the order of O(models), each with the single-model keys (C(blocked),
+      C(device), C(gpus_used), C(plan), C(estimate), C(engine_settings) with C(source), C(settings_source),
+      C(derivation), C(checks), C(blocking), C(preflight_warnings), C(skipped_checks)) plus C(name), C(engine) (the
+      engine chosen for V(auto)), C(model_path), C(port), C(port_green), C(gateway_port) and C(shares_gpus_with) (the
+      other models on its GPUs).
+  returned: with O(models)
+  type: list
+  elements: dict
+together:
+  description:
+    - The checks of what models claim together, shaped like RV(checks); C(shared_gpu) for each GPU several models use
+      (their claims must add up to the GPU's memory at most), C(host_ram_together) for the host's RAM.
+  returned: with O(models)
+  type: list
+  elements: dict
+gpu_assignment:
+  description: The GPU indices of each model, by name (an empty list for a model on the CPU).
+  returned: with O(models)
+  type: dict
+  sample: {"deepseek-r1-distill-qwen-32b": [0, 1], "deepseek-r1-distill-qwen-7b": [2], "smollm2": [3],
+           "deepseek-r1-distill-qwen-1.5b": [3]}
+shared_gpus:
+  description: For each GPU index (as a string) that more than one model uses, the names of those models.
+  returned: with O(models)
+  type: dict
+  sample: {"3": ["deepseek-r1-distill-qwen-1.5b", "smollm2"]}
+table:
+  description:
+    - A table as lines of text, a header and one row per model, with host-independent columns (model, engine, GPUs,
+      context x seqs (each marked set or derived), need per GPU, verdict (ok, warning, BLOCKED) and the first problem).
+  returned: with O(models)
+  type: list
+  elements: str
+  sample:
+    - "model                           engine    GPUs        context x seqs              need per GPU      verdict first problem"
+    - "deepseek-r1-distill-qwen-32b    vllm      0,1         32768 derived x 1 derived   36.8 GiB x 2      ok      "
+    - "deepseek-r1-distill-qwen-7b     vllm      2           16384 set x 16 derived      30.4 GiB x 1      ok      "
+    - "smollm2                         vllm      3           8192 derived x 16 derived   4.4 GiB x 1       ok      "
+    - "deepseek-r1-distill-qwen-1.5b   vllm      3           32768 derived x 16 derived  19.0 GiB x 1      ok      "
+problems:
+  description: With O(models), when the list itself is invalid, every problem (variable path, value, fix).
+  returned: on an invalid O(models)
   type: list
   elements: str
 """
@@ -247,6 +388,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _plan as plan_utils
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _preflight as preflight
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _storage as storage
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as vram
@@ -256,17 +398,53 @@ PLAN_KEYS = ("engine", "dtype", "kv_cache_dtype", "context_length", "max_num_seq
              "pipeline_parallel_size", "gpu_memory_utilization", "max_num_batched_tokens", "model_path",
              "min_compute_capability", "cuda_version", "allowed_fs_types", "disk_margin_fraction",
              "defer_gpu_checks")
+# Options of one model, which O(models) replaces.
+SINGLE_MODEL_OPTIONS = ("model", "architecture", "config_path", "dtype", "kv_cache_dtype", "context_length",
+                        "max_num_seqs", "tensor_parallel_size", "pipeline_parallel_size", "engine",
+                        "gpu_memory_utilization", "max_num_batched_tokens", "model_path")
+# O(models) replaces the options of one model.
+MODELS_EXCLUDE = [("models", option) for option in SINGLE_MODEL_OPTIONS[3:]]
+# Options of the host, which apply to every model of O(models).
+HOST_KEYS = ("min_compute_capability", "cuda_version", "allowed_fs_types", "disk_margin_fraction", "defer_gpu_checks")
 
 
-def host_facts(model_path, meminfo="/proc/meminfo", mountinfo=storage.MOUNTINFO):
-    """RAM, and for a model path its file system, free space and what is already stored there."""
+def planned_storage(model_path, fs_type, device, mountinfo=storage.MOUNTINFO, sys_block="/sys/class/block"):
+    """(fs_type, size in bytes or None) of the file system the model_storage role will make on
+    `device` for `model_path`, or None when the path already lives on that device (then the
+    host's own facts are the right ones)."""
+    if not fs_type or not device:
+        return None
+    real_device = os.path.realpath(device)
+    try:
+        with open(mountinfo, "r") as handle:
+            mount = storage.mount_for_path(os.path.realpath(storage.existing_ancestor(model_path)), handle.read())
+    except (IOError, OSError):
+        mount = None
+    if mount and mount["source"] and os.path.realpath(mount["source"]) == real_device:
+        return None
+    size = None
+    try:
+        with open(os.path.join(sys_block, os.path.basename(real_device), "size"), "r") as handle:
+            size = int(handle.read().strip()) * 512
+    except (IOError, OSError, ValueError):
+        size = None
+    return fs_type, size
+
+
+def host_facts(model_path, meminfo="/proc/meminfo", mountinfo=storage.MOUNTINFO, planned=None):
+    """RAM, and for a model path its file system, free space and what is already stored there.
+    planned: (fs_type, size) of a file system still to be made for it (planned_storage)."""
     host = {}
     try:
         with open(meminfo, "r") as handle:
             host.update(preflight.parse_meminfo(handle.read()))
     except (IOError, OSError):
         pass
-    if model_path:
+    if model_path and planned:
+        host["fs_type"], host["disk_free_bytes"] = planned
+        host["model_existing_bytes"] = 0
+        host["fs_planned"] = True
+    elif model_path:
         try:
             host["fs_type"] = storage.fs_type_for_path(model_path, mountinfo_path=mountinfo)
         except (IOError, OSError):
@@ -279,6 +457,115 @@ def host_facts(model_path, meminfo="/proc/meminfo", mountinfo=storage.MOUNTINFO)
     return host
 
 
+def _finish(report):
+    report.pop("ok", None)
+    # Ansible consumes a result key named "warnings"; the data stays under preflight_warnings.
+    report["preflight_warnings"] = report.pop("warnings")
+    return report
+
+
+def model_profile(model, model_dir):
+    """(profile, None) for a served model, or (None, reason) when it cannot be sized."""
+    if model["profile"]:
+        return vram.get_profile(model["profile"]), None
+    if model["architecture"]:
+        return vram.normalize_profile(model["architecture"]), None
+    path = os.path.join(model_dir, "current", model["file"] or "")
+    if not model["file"] or not os.path.isfile(path):
+        return None, ("cannot size %s: give profile or architecture, or place the file first (%s does not exist)"
+                      % (model["name"], path))
+    try:
+        return vram.profile_from_gguf(path, name=model["name"]), None
+    except ValueError as exc:
+        return None, "cannot size %s: %s" % (model["name"], exc)
+
+
+def unsized_report(model, plan, gpus, reason):
+    """The report of a model that could not be sized: blocked, with the reason and the fix."""
+    check = preflight.result("model_profile", False, preflight.BLOCKING, reason,
+                             {"file": model["file"], "model_path": plan["model_path"]},
+                             "set profile (one of %s) or architecture in %s, or place the file first (the "
+                             "model_storage role) and run again" % (", ".join(vram.list_profiles()), model["var"]))
+    source = dict((key, "set" if model.get(key) is not None else "derived")
+                  for key in ("max_model_len", "max_num_seqs", "gpu_memory_utilization", "max_num_batched_tokens"))
+    return {"ok": False, "blocked": True, "device": None, "gpus_used": list(gpus), "plan": plan, "estimate": None,
+            "engine_settings": None, "settings_source": source, "derivation": None, "checks": [check],
+            "blocking": ["%s: %s. Fix: %s" % (check["check"], check["message"], check["fix"])], "warnings": [],
+            "skipped_checks": ["every other check: the model could not be sized"]}
+
+
+def check_models(params, gpu, facts_for=None):
+    """The whole host plan: (result, None), or (None, failure dict) for an invalid plan."""
+    if facts_for is None:
+        def facts_for(path):
+            planned = planned_storage(path, params.get("planned_fs_type"), params.get("planned_device")) if path else None
+            return host_facts(path, planned=planned)
+    try:
+        models = plan_utils.normalize_models(params["models"])
+    except plan_utils.PlanError as exc:
+        return None, {"msg": str(exc), "problems": exc.problems}
+    host_gpus = preflight.usable_gpus(gpu)
+    pending = (gpu or {}).get("status") in preflight.DRIVER_PENDING_STATUSES
+    if all((not host_gpus, params["defer_gpu_checks"], pending, preflight.pci_gpus(gpu))):
+        host_gpus = preflight.pci_table_gpus(gpu)
+    indices = [g["index"] for g in host_gpus]
+    try:
+        assignment = plan_utils.assign_gpus(models, indices)
+    except plan_utils.PlanError as exc:
+        return None, {"msg": str(exc), "problems": exc.problems}
+    shares = plan_utils.memory_shares(models, assignment, len(indices))
+    shared = plan_utils.shared_gpus(assignment)
+    reports = []
+    for model in models:
+        name = model["name"]
+        model_dir = model["model_path"] or os.path.join(params["model_root"], name)
+        plan = plan_utils.plan_to_preflight(model, assignment[name], shares.get(name), len(indices))
+        plan.update((key, params[key]) for key in HOST_KEYS)
+        plan["disk_margin_min_bytes"] = int(params["disk_margin_min_gib"] * vram.GIB)
+        plan["model_path"] = model_dir
+        try:
+            profile, reason = model_profile(model, model_dir)
+        except ValueError as exc:
+            profile, reason = None, "cannot size %s: %s" % (name, exc)
+        if profile is None:
+            report = unsized_report(model, plan, assignment[name], reason)
+        else:
+            report = preflight.run_preflight(profile, plan, gpu, facts_for(model_dir))
+        report = _finish(report)
+        others = sorted(set(n for i in assignment[name] for n in shared.get(i, []) if n != name))
+        report.update(name=name, engine=plan["engine"], model_path=model_dir, port=model["port"],
+                      port_green=model["port_green"], gateway_port=model["gateway_port"], shares_gpus_with=others)
+        reports.append(report)
+    together = plan_utils.check_together(reports, host_gpus, facts_for(None))
+    blocking = ["%s: %s" % (r["name"], line) for r in reports for line in r["blocking"]]
+    blocking += ["%s: %s. Fix: %s" % (c["check"], c["message"], c["fix"]) for c in together
+                 if not c["ok"] and c["severity"] == preflight.BLOCKING]
+    warnings = ["%s: %s" % (r["name"], line) for r in reports for line in r["preflight_warnings"]]
+    warnings += ["%s: %s" % (c["check"], c["message"]) + (". Fix: %s" % c["fix"] if c["fix"] else "")
+                 for c in together if not c["ok"] and c["severity"] == preflight.WARNING]
+    if blocking:
+        msg = "preflight blocked the plan of %d model%s (%d problem%s): %s" % (
+            len(reports), "" if len(reports) == 1 else "s", len(blocking), "" if len(blocking) == 1 else "s",
+            " | ".join(blocking))
+    else:
+        names = ", ".join(r["name"] for r in reports) or "none"
+        msg = "preflight passed for %d model%s: %s" % (len(reports), "" if len(reports) == 1 else "s", names)
+        if warnings:
+            msg += " with %d warning%s" % (len(warnings), "" if len(warnings) == 1 else "s")
+    return {
+        "changed": False,
+        "blocked": bool(blocking),
+        "msg": msg,
+        "models": reports,
+        "together": together,
+        "gpu_assignment": assignment,
+        "shared_gpus": dict((str(index), names) for index, names in shared.items()),
+        "blocking": blocking,
+        "preflight_warnings": warnings,
+        "table": plan_utils.plan_table(reports, together),
+    }, None
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -288,11 +575,11 @@ def main():
             dtype=dict(type="str", default="auto"),
             kv_cache_dtype=dict(type="str", default="auto"),
             context_length=dict(type="int"),
-            max_num_seqs=dict(type="int", default=16),
+            max_num_seqs=dict(type="int"),
             tensor_parallel_size=dict(type="int", default=1),
             pipeline_parallel_size=dict(type="int", default=1),
             engine=dict(type="str", default="vllm", choices=["vllm", "sglang", "llama_cpp"]),
-            gpu_memory_utilization=dict(type="float", default=0.9),
+            gpu_memory_utilization=dict(type="float"),
             max_num_batched_tokens=dict(type="int", no_log=False),
             model_path=dict(type="path"),
             min_compute_capability=dict(type="str"),
@@ -304,18 +591,39 @@ def main():
             defer_gpu_checks=dict(type="bool", default=False),
             fail_on_blocking=dict(type="bool", default=True),
             bindings_path=dict(type="path", default=DEFAULT_BINDINGS_PATH),
+            models=dict(type="list", elements="dict"),
+            model_root=dict(type="str", default="/srv/models"),
+            planned_fs_type=dict(type="str"),
+            planned_device=dict(type="str"),
         ),
-        mutually_exclusive=[("model", "architecture", "config_path")],
-        required_one_of=[("model", "architecture", "config_path")],
+        mutually_exclusive=[("model", "architecture", "config_path", "models")] + MODELS_EXCLUDE,
+        required_one_of=[("model", "architecture", "config_path", "models")],
         supports_check_mode=True,
     )
     params = module.params
+    gpu = params["gpu"]
+    if params["models"] is not None:
+        if gpu is None:
+            gpu = collect_gpu_facts(bindings_path=params["bindings_path"])
+        try:
+            result, failure = check_models(params, gpu)
+        except Exception as exc:
+            module.fail_json(msg="deploy_preflight failed unexpectedly: %s: %s. This is a bug in llmops.gpu_stack; "
+                                 "please report it with the exception shown at -vvv." % (exc.__class__.__name__, exc),
+                             exception=traceback.format_exc())
+        if failure is not None:
+            module.fail_json(**failure)
+        for warning in result["preflight_warnings"]:
+            module.warn(warning)
+        if result["blocked"] and params["fail_on_blocking"]:
+            module.fail_json(**result)
+        module.exit_json(**result)
+
     try:
         profile = vram.load_profile(params["model"], params["architecture"], params["config_path"])
     except ValueError as exc:
         module.fail_json(msg="cannot build the model profile: %s" % exc)
 
-    gpu = params["gpu"]
     if gpu is None:
         gpu = collect_gpu_facts(bindings_path=params["bindings_path"])
     plan = dict((key, params[key]) for key in PLAN_KEYS)
@@ -329,9 +637,7 @@ def main():
                              "please report it with the exception shown at -vvv." % (exc.__class__.__name__, exc),
                          exception=traceback.format_exc())
     report["msg"] = preflight.summarize(report)
-    report.pop("ok")
-    # Ansible consumes a result key named "warnings"; show them as task warnings and keep the data.
-    report["preflight_warnings"] = report.pop("warnings")
+    report = _finish(report)
     for warning in report["preflight_warnings"]:
         module.warn(warning)
     if report["blocked"] and params["fail_on_blocking"]:

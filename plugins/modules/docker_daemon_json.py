@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: docker_daemon_json
 short_description: Merge settings into Docker's daemon.json, keeping the operator's own settings
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Reads the JSON object in Docker's C(daemon.json), deep-merges O(settings) into it, removes the keys of
     O(remove_if_equal) only while they hold the given value, and writes the file only when the resulting object

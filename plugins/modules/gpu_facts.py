@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: gpu_facts
 short_description: Gather NVIDIA GPU facts through NVML
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Returns C(ansible_facts.gpu) with the driver and CUDA versions, the NVIDIA PCI devices read from sysfs,
     NVSwitch and fabric presence, and per GPU its memory, compute capability, modes, temperature, power, clocks,

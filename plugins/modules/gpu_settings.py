@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: gpu_settings
 short_description: Set NVIDIA GPU persistence mode, clocks, power limit and compute mode
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Sets, per GPU, legacy persistence mode, application clocks, a locked GPU clock range, the power limit and the
     compute mode through NVML.

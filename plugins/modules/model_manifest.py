@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: model_manifest
 short_description: Record and verify sha256 manifests of model revisions
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - With O(state=present), hashes every regular file of a model revision directory and
     writes a manifest (relative path, size and sha256 of each file) beside it.

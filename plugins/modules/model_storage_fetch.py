@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: model_storage_fetch
 short_description: Download a model revision into a private directory, resumably, after a disk space check
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Fetches the files of one model revision into O(dest), the unpublished download directory of the
     C(llmops.gpu_stack.model_storage) role (under C(<root>/.incoming/), which the serving account cannot read).
@@ -396,8 +396,12 @@ def run_hf(module, params, result):
     result["files"] = [dict((k, f[k]) for k in ("path", "size", "sha256")) for f in plan]
     result["expected"] = dict((f["path"], f["sha256"]) for f in plan if f["sha256"])
     space_or_fail(module, params, plan, result)
-    complete = [f["path"] for f in plan if os.path.isfile(os.path.join(dest, f["path"]))
-                and os.path.getsize(os.path.join(dest, f["path"])) == f["size"]]
+
+    def whole(entry):
+        full = os.path.join(dest, entry["path"])
+        return os.path.isfile(full) and os.path.getsize(full) == entry["size"]
+
+    complete = [f["path"] for f in plan if whole(f)]
     if len(complete) == len(plan) and not ms.check_hf_download(dest, plan):
         result["present"] = complete
         module.exit_json(**result)

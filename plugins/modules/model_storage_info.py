@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: model_storage_info
 short_description: Check model storage inputs and read the state of the model store
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Read-only. Checks the inputs of the C(llmops.gpu_stack.model_storage) role and reads what is on the host, so
     that the role can refuse a bad input before it changes anything.

@@ -9,7 +9,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: model_storage_revision
 short_description: Publish a verified model revision, switch C(current) atomically, keep or archive older revisions
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Manages the revisions of one model in the layout of the C(llmops.gpu_stack.model_storage) role,
     C(<root>/<name>/revisions/<revision>/) with the symlink C(<root>/<name>/current).
@@ -254,8 +254,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    problems = (ms.check_path("root", params["root"]) + ms.check_name("name", params["name"], "model name")
-                + ms.check_name("revision", params["revision"], "revision name"))
+    problems = ms.check_path("root", params["root"]) + ms.check_name("name", params["name"], "model name")
+    problems += ms.check_name("revision", params["revision"], "revision name")
     if params["keep"] < 0:
         problems.append(ms.problem("keep", params["keep"], "keep must be 0 or more", "set keep to 0, 1, 2 ..."))
     if not 1 <= params["archive_level"] <= 19:

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: nvidia_driver_plan
 short_description: Decide how the NVIDIA driver is installed for a host's GPUs
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Chooses the kernel module flavour (open or proprietary) for the GPUs in O(gpu) and the driver branch of
     O(driver_version), checks that the branch supports every GPU generation, and says whether the fabric manager is

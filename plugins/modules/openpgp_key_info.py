@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: openpgp_key_info
 short_description: Read the fingerprint of an OpenPGP public key file and compare it with the expected one
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Reads an OpenPGP public key (ASCII-armored or binary), such as a package repository's signing key, and returns
     the fingerprint of its primary key and subkeys and its user IDs.

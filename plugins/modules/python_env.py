@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: python_env
 short_description: Build a Python environment from an exact Python and a hashed lock, and swap it in atomically
-version_added: 0.1.0
+version_added: 0.2.0
 description:
   - Makes O(path) a Python environment built from an exact Python version and a lock of hashed wheels, with
     C(uv) (a virtual environment on an interpreter of the host) or C(micromamba) (a conda prefix from channels

@@ -13,6 +13,7 @@ import sys
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED_PREFIX = "gpu_stack_"
 
 
 def check_role(role: pathlib.Path) -> list[str]:
@@ -28,7 +29,9 @@ def check_role(role: pathlib.Path) -> list[str]:
     for name in sorted(set(defaults) - set(options)):
         problems.append(f"{role.name}: {name} is in defaults/main.yml but not in argument_specs")
     for name in sorted(set(options) - set(defaults)):
-        if not options[name].get("required", False):
+        # gpu_stack_* are the collection's shared variables (the plan): documented in the specs of
+        # every role that reads them, set in the inventory, never a role default.
+        if not options[name].get("required", False) and not name.startswith(SHARED_PREFIX):
             problems.append(f"{role.name}: {name} is in argument_specs but not in defaults/main.yml")
     for name in sorted(set(options) & set(defaults)):
         spec = options[name]
@@ -41,7 +44,7 @@ def check_role(role: pathlib.Path) -> list[str]:
         for key in ("type", "description"):
             if key not in spec:
                 problems.append(f"{role.name}: {name} has no {key} in argument_specs")
-        if not name.startswith(role.name.lstrip("_") + "_"):
+        if not name.startswith((role.name.lstrip("_") + "_", SHARED_PREFIX)):
             problems.append(f"{role.name}: {name} does not carry the role prefix '{role.name.lstrip('_')}_'")
     return problems
 

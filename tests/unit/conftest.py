@@ -15,8 +15,21 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import contextlib  # noqa: E402
+import json  # noqa: E402
+from unittest import mock  # noqa: E402
+
 from ansible.module_utils import basic  # noqa: E402
-from ansible.module_utils.testing import patch_module_args  # noqa: E402
+from ansible.module_utils.common.text.converters import to_bytes  # noqa: E402
+
+try:
+    from ansible.module_utils.testing import patch_module_args  # noqa: E402
+except ImportError:  # ansible-core before 2.19 has no such helper: the same, by hand
+    @contextlib.contextmanager
+    def patch_module_args(args=None):
+        payload = to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args or {}}))
+        with mock.patch.object(basic, "_ANSIBLE_ARGS", payload):
+            yield
 
 
 class AnsibleExitJson(Exception):

@@ -417,6 +417,24 @@ def l40s(index=1):
                    pcie=(4, 16, 4, 16))
 
 
+def pcie_l40s(count=2):
+    """The example inventory's PCIe node: 2 x L40S 48GB, no NVSwitch."""
+    return FakeNvml([l40s(i) for i in range(count)], driver="570.133.20", cuda=12080, nvml_version="12.570.133.20")
+
+
+def h100_sxm(index, bus=None):
+    bus = bus if bus is not None else (0x18, 0x2a, 0x3a, 0x5d, 0x9a, 0xab, 0xba, 0xdb)[index % 8]
+    return FakeGpu(name="NVIDIA H100 80GB HBM3", uuid=_uuid(600 + index), bus_id="00000000:%02X:00.0" % bus,
+                   memory_total=81559 * MIB, max_clocks={0: 1980, 1: 1980, 2: 2619},
+                   default_app_clocks={0: 1755, 2: 2619}, app_clocks={0: 1755, 2: 2619},
+                   supported={2619: list(range(1980, 344, -15))})
+
+
+def hgx_h100(count=8):
+    """8 x H100 80GB SXM5 HGX board with NVSwitch fabric registered."""
+    return FakeNvml([h100_sxm(i) for i in range(count)])
+
+
 def t4(index=2):
     return FakeGpu(name="Tesla T4", uuid=_uuid(300 + index), bus_id="00000000:%02X:00.0" % (0x3b + index),
                    memory_total=15360 * MIB, memory_used=3 * MIB, cc=(7, 5), power_limit=70000, power_default=70000,
@@ -525,6 +543,20 @@ def geforce_sysfs(root, driver="nvidia"):
     """One RTX 4090 with its HDMI audio function."""
     return write_sysfs(root, [("0000:01:00.0", "0x10de", "0x2684", "0x030000", driver),
                               ("0000:01:00.1", "0x10de", "0x22ba", "0x040300", "snd_hda_intel")])
+
+
+# PCI device ids (pci.ids / NVIDIA's README) of boards the tests put on a bare host's bus.
+PCI_DEVICE_IDS = {"t4": "0x1eb8", "l4": "0x27b8", "l40s": "0x26b9", "h100_sxm": "0x2330", "h200": "0x2335"}
+
+
+def bare_sysfs(root, boards):
+    """A server before the driver: the GPUs (names of PCI_DEVICE_IDS, or raw device ids) on the
+    PCI bus as 3D controllers with no driver bound."""
+    devices = [("0000:00:00.0", "0x8086", "0x09a2", "0x060000", None)]
+    for i, board in enumerate(boards):
+        devices.append(("0000:%02x:00.0" % (0x18 + 0x10 * i), "0x10de", PCI_DEVICE_IDS.get(board, board),
+                        "0x030200", None))
+    return write_sysfs(root, devices)
 
 
 def empty_sysfs(root):

@@ -1,4 +1,7 @@
 """gpu_facts and the preflight playbook against real hosts without a GPU."""
+import os
+import subprocess
+
 import pytest
 
 
@@ -60,18 +63,24 @@ def test_preflight_is_read_only_in_check_mode(run_playbook, inventory_name):
     assert "changed=0" in out
 
 
+def model(**keys):
+    return {"gpu_stack_models": [dict({"name": "m", "profile": "smollm2-135m-instruct", "engine": "llama_cpp",
+                                       "dtype": "Q4_1"}, **keys)]}
+
+
 @pytest.mark.parametrize(
     "plan,expected",
     [
         # A GPU engine on a host without GPUs.
-        ({"preflight_model": "deepseek-r1-distill-qwen-7b", "preflight_engine": "vllm"},
+        ({"gpu_stack_models": [{"name": "r1-qwen-7b", "profile": "deepseek-r1-distill-qwen-7b", "engine": "vllm"}]},
          "engine vllm needs NVIDIA GPUs"),
         # The full DeepSeek-V3 on the CPU: hundreds of GiB of weights do not fit in RAM.
-        ({"preflight_model": "deepseek-v3", "preflight_dtype": "Q4_K_M"}, "model does not fit in RAM"),
+        ({"gpu_stack_models": [{"name": "v3", "profile": "deepseek-v3", "engine": "llama_cpp", "dtype": "Q4_K_M"}]},
+         "does not fit in RAM"),
         # A model path with a space, refused before anything is written.
-        ({"preflight_model_path": "/srv/my models/smollm2"}, "model_path"),
+        (model(model_path="/srv/my models/smollm2"), "model_path"),
         # Model storage on the container's overlay file system, not ext4/xfs.
-        ({"preflight_model_path": "/srv/models/smollm2"}, "fs_type"),
+        (dict(model(), model_storage_allowed_fs_types=["ext4", "xfs"]), "fs_type"),
     ],
 )
 def test_preflight_blocks_plans_that_cannot_work(run_playbook, inventory_name, plan, expected):
@@ -79,3 +88,31 @@ def test_preflight_blocks_plans_that_cannot_work(run_playbook, inventory_name, p
     assert rc != 0, out
     assert "BLOCKED" in out
     assert expected in out, out
+
+
+@pytest.mark.parametrize(
+    "plan,expected",
+    [
+        (model(profile="deepseek-v4"), "gpu_stack_models[0].profile"),
+        (model(tensor_parallel_size=0), "gpu_stack_models[0].tensor_parallel_size"),
+        ({"gpu_stack_models": [{"name": "m", "profile": "smollm2-135m-instruct", "colour": "blue"}]}, "colour"),
+        ({"preflight_model": "deepseek-r1-distill-qwen-7b"}, "preflight_model is set"),
+    ],
+)
+def test_preflight_refuses_a_plan_it_cannot_read(run_playbook, inventory_name, plan, expected):
+    rc, out = run_playbook("playbooks/preflight.yml", inventory_name, plan)
+    assert rc != 0, out
+    assert expected in out, out
+
+
+def test_preflight_refuses_a_host_without_a_plan(ansible_host, tmp_path, standin_inventory):
+    """An inventory without gpu_stack_models: no plan to check, so the preflight refuses."""
+    project = os.environ["MOLECULE_PROJECT_DIRECTORY"]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(project, "ansible.cfg"),
+               ANSIBLE_COLLECTIONS_PATH=os.path.join(project, "build", "collections"))
+    inventory = standin_inventory(tmp_path / "inventory.json", ansible_host.backend.host)
+    run = subprocess.run(["ansible-playbook", "-i", inventory, os.path.join(project, "playbooks", "preflight.yml")],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                         timeout=300, check=False)
+    assert run.returncode != 0, run.stdout
+    assert "gpu_stack_models is not set for %s" % ansible_host.backend.host in run.stdout, run.stdout[-3000:]

@@ -219,7 +219,23 @@ tests:
         values: '0+10x10'
       - series: 'gpu_stack_gateway_responses_total{host="h",gateway="demo",code_class="5xx"}'
         values: '0+5x10'
+      # After an update green serves and blue is stopped: not an alert. Both stopped: an alert.
+      - series: 'node_systemd_unit_state{host="h",name="gpu-stack-serving-demo-blue.service",state="active"}'
+        values: '0x10'
+      - series: 'node_systemd_unit_state{host="h",name="gpu-stack-serving-demo-green.service",state="active"}'
+        values: '1x10'
+      - series: 'node_systemd_unit_state{host="h",name="gpu-stack-serving-other-blue.service",state="active"}'
+        values: '0x10'
+      - series: 'node_systemd_unit_state{host="h",name="gpu-stack-serving-other-green.service",state="active"}'
+        values: '0x10'
     alert_rule_test:
+      - eval_time: 10m
+        alertname: GpuStackEngineNotReady
+        exp_alerts:
+          - exp_labels: {severity: critical, host: h, serving: other}
+            exp_annotations:
+              summary: "Inference engine on h is not ready (other)"
+              description: "The engine's unit is not active or /v1/models does not answer; 'journalctl -u gpu-stack-serving-*' shows why."
       - eval_time: 7m
         alertname: GpuStackGpuTemperatureHigh
         exp_alerts:

@@ -12,6 +12,20 @@ UNIT = "gpu-stack-serving-demo-blue.service"
 JOURNAL_UNITS = (UNIT, "nginx.service")
 ACCESS_LOG = "/var/log/nginx/gpu-stack-demo-access.log"
 QUESTION = "What is the capital of France? Answer in one sentence."
+READY_MARK = "/run/gpu-stack-liveness-demo-blue.ready"
+SLOW_IMAGE = "localhost/gpu-stack/llama-cpp-slow:test"
+# The test engine: the real llama.cpp server, started SLOW_START seconds late, as a big model
+# on a GPU engine takes minutes before /v1/models answers.
+SLOW_START = 150
+
+
+def wait_for(check, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(1)
+    raise AssertionError("waited %d s for %s" % (timeout, what))
 
 
 def chat(host, key=KEY, question=QUESTION):
@@ -121,6 +135,9 @@ def test_hung_engine_is_restarted_by_the_liveness_timer(host):
     # The [l] keeps pkill's own shell, whose command line holds the pattern, out of the match.
     # A restart asked for with systemctl does not count in NRestarts: a new invocation does.
     invocation = host.check_output("systemctl show -p InvocationID --value %s", UNIT)
+    # Hung once it has been ready: the liveness check has seen this invocation answer.
+    wait_for(lambda: host.file(READY_MARK).exists and host.file(READY_MARK).content_string.strip() == invocation,
+             30, "the liveness check to see the engine ready")
     assert host.run("pkill -STOP -f [l]lama-server").rc == 0
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -143,3 +160,66 @@ def test_state_records_blue_active(host):
     assert not host.service("gpu-stack-serving-demo-green.service").is_running
     headers = host.check_output("curl -s -o /dev/null -D - -H 'Authorization: Bearer %s' %s/v1/models", KEY, GATEWAY)
     assert "x-gpu-stack-instance: demo-blue" in headers.lower()
+
+
+@pytest.fixture(scope="module")
+def slow_engine(host):
+    """The engine image, started SLOW_START seconds late (built inside the stand-in from the image
+    the role loaded; no registry)."""
+    containerfile = ("FROM localhost/gpu-stack/llama-cpp:latest\n"
+                     "ENTRYPOINT [\"/bin/sh\", \"-c\", \"sleep %d; exec /usr/local/bin/llama-server \\\"$@\\\"\", "
+                     "\"llama-server\"]\n" % SLOW_START)
+    written = host.run("mkdir -p /var/tmp/slow-engine && printf '%%s' %s > /var/tmp/slow-engine/Containerfile",
+                       containerfile)
+    assert written.rc == 0, written.stderr
+    built = host.run("podman build --quiet -t %s /var/tmp/slow-engine", SLOW_IMAGE)
+    assert built.rc == 0, built.stderr
+    return SLOW_IMAGE
+
+
+def test_a_slow_engine_is_not_restarted_while_it_loads(host, run_playbook, inventory_name, slow_engine):
+    """The liveness check (every 10 s, 2 failures, 20 s timeout) leaves an instance that has not
+    been ready since its start alone until the readiness timeout (derived: 180 s base for this
+    small model), so a model that takes SLOW_START s to load comes up instead of being restarted in
+    a loop; the role's readiness gate waits for it."""
+    began = time.time()
+    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name,
+                           {"serving_images": {"llama_cpp": slow_engine}})
+    took = time.time() - began
+    assert rc == 0, out[-4000:]
+    assert took >= SLOW_START, took
+    invocation = host.check_output("systemctl show -p InvocationID --value %s", UNIT)
+    restarts = int(host.check_output("systemctl show -p NRestarts --value %s", UNIT))
+    log = host.check_output("journalctl --no-pager -u gpu-stack-serving-demo-blue-liveness.service --since=-%ds",
+                            int(took) + 5)
+    assert "loading, not ready yet" in log, log[-2000:]
+    assert "restarting" not in log, log[-2000:]
+    assert restarts == 0
+    status, _body = chat(host)
+    assert status == "200"
+    print("slow engine: site run %.0f s, ready after loading %d s, not restarted (invocation %s)"
+          % (took, SLOW_START, invocation))
+
+
+def test_a_slow_engine_that_outlasts_its_readiness_timeout_is_restarted(
+        host, run_playbook, inventory_name, slow_engine):
+    """With a readiness timeout shorter than the load (60 s here), the role fails with the engine's
+    log and the liveness check restarts the instance that never became ready."""
+    invocation = host.check_output("systemctl show -p InvocationID --value %s", UNIT)
+    host.run("systemctl restart %s", UNIT)
+    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name,
+                           {"serving_images": {"llama_cpp": slow_engine}, "serving_ready_timeout": 60})
+    assert rc != 0
+    assert "did not become ready within 60 s" in out, out[-3000:]
+    wait_for(lambda: "not ready" in host.check_output(
+        "journalctl --no-pager -u gpu-stack-serving-demo-blue-liveness.service -n 20"), 60,
+        "the liveness check to restart the engine")
+    assert host.check_output("systemctl show -p InvocationID --value %s", UNIT) != invocation
+    log = host.check_output("journalctl --no-pager -u gpu-stack-serving-demo-blue-liveness.service -n 20")
+    assert "after its start (allowed 60 s): restarting" in log, log
+
+
+def test_zz_back_to_the_normal_engine(host, run_playbook, inventory_name):
+    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name)
+    assert rc == 0, out[-4000:]
+    assert chat(host)[0] == "200"

@@ -2,7 +2,7 @@
 
 The tests run in file order and build on each other: r1 (converge) -> r2 under load -> faults
 (checksum, never ready) -> r1 again and a crash right after the switch -> rollback -> an update
-killed mid-run and run again -> diagnostics.
+killed mid-run and run again -> an update in place -> diagnostics.
 """
 import json
 import os
@@ -226,42 +226,93 @@ def test_update_with_a_canary_under_load(host, run_playbook, inventory_name):
     assert_serving(host, "blue", "r1")
 
 
-def test_crash_after_switch_is_rolled_back(host, run_playbook, inventory_name):
+class Background:
+    """ansible-playbook in the background, in its own session (a test can kill it whole), its
+    output in a file (a pipe nobody reads would block it)."""
+
+    def __init__(self, playbook, inventory_name, extra_vars):
+        env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
+                   ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, "build", "collections"))
+        cmd = ["ansible-playbook", os.path.join(PROJECT, playbook), "-i", os.environ["MOLECULE_INVENTORY_FILE"],
+               "--limit", inventory_name, "-e", json.dumps(extra_vars)]
+        self.log = tempfile.TemporaryFile(mode="w+")  # pylint: disable=consider-using-with
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
+                                     env=env, universal_newlines=True, start_new_session=True)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait(self, timeout):
+        self.proc.wait(timeout=timeout)
+        return self.proc.returncode, self.output()
+
+    def kill(self):
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+
+def test_crash_after_switch_is_rolled_back_automatically(host, inventory_name):
     assert_serving(host, "blue", "r1")
-    # The new instance crashes and stays down (systemd's own restart is switched off for the test:
-    # a revision that crashes again at once looks the same to the gateway).
-    dropin = "/run/systemd/system/%s.d" % UNITS["blue"]
+    # The new instance crashes right after the switch and stays down (systemd's own restart is
+    # switched off for the test: a revision that crashes again at once looks the same to the
+    # gateway). The update is still watching it: it switches back to blue by itself.
+    dropin = "/run/systemd/system/%s.d" % UNITS["green"]
     host.run("mkdir -p %s && printf '[Service]\\nRestart=no\\n' > %s/no-restart.conf && systemctl daemon-reload"
              % (dropin, dropin))
     try:
-        load = Load(inventory_name, requests=300, duration=150, concurrency=2)
+        load = Load(inventory_name, requests=600, duration=150, concurrency=2)
         time.sleep(5)
-        crashed = time.time()
-        assert host.run("pkill -KILL -f '[l]lama-server.*--port 8001'").rc == 0
-        time.sleep(2)
-        assert ask(host)[0] == "502"
         began = time.time()
-        rc, out = run_playbook("playbooks/rollback.yml", inventory_name)
+        update = Background("playbooks/update_model.yml", inventory_name, dict(revision("r2"), serving_watch_seconds=60))
+        deadline = time.time() + 240
+        while time.time() < deadline and state(host).get("active") != "green":
+            assert update.running(), update.output()[-4000:]
+            time.sleep(0.5)
+        assert state(host)["active"] == "green", "the update did not switch within 240 s"
+        switched = time.time()
+        time.sleep(2)
+        crashed = time.time()
+        assert host.run("pkill -KILL -f '[l]lama-server.*--port 8002'").rc == 0
+        code, out = update.wait(timeout=300)
         ended = time.time()
         load.stop(after=10)
         result = load.wait()
     finally:
-        host.run("rm -rf %s && systemctl daemon-reload && systemctl reset-failed %s" % (dropin, UNITS["blue"]))
-    assert rc == 0, out[-4000:]
+        host.run("rm -rf %s && systemctl daemon-reload && systemctl reset-failed %s" % (dropin, UNITS["green"]))
+    assert code != 0, out[-4000:]
+    assert "failed after the switch" in out and "Switched back automatically" in out, out[-4000:]
     records = result["records"]
-    answered = [r["start"] for r in records if r["start"] > crashed and r["status"] == 200]
-    assert answered, load_generator.summarize(records, crashed, None)
-    recovered = min(answered)
-    FIGURES["crash_then_rollback"] = {
-        "rollback_playbook_s": round(ended - began, 1),
-        "crash_to_first_answer_s": round(recovered - crashed, 1),
+    back = [r["start"] for r in records if r["start"] > crashed and r["status"] == 200
+            and r.get("instance") == "demo-blue"]
+    assert back, load_generator.summarize(records, crashed, None)
+    FIGURES["crash_after_switch_automatic_rollback"] = {
+        "update_playbook_s": round(ended - began, 1),
+        "switch_to_crash_s": round(crashed - switched, 1),
+        "crash_to_first_answer_from_old_s": round(min(back) - crashed, 1),
         "load": load_generator.summarize(records),
-        "before_crash": load_generator.summarize(records, None, crashed),
-        "after_rollback": load_generator.summarize(records, ended, None),
+        "between_crash_and_recovery": load_generator.summarize(records, crashed, min(back)),
+        "after_recovery": load_generator.summarize(records, min(back), None),
     }
-    print(json.dumps(FIGURES["crash_then_rollback"], indent=1))
-    assert FIGURES["crash_then_rollback"]["after_rollback"]["failed"] == 0
-    assert FIGURES["crash_then_rollback"]["after_rollback"]["sent"] > 0
+    print(json.dumps(FIGURES["crash_after_switch_automatic_rollback"], indent=1))
+    assert FIGURES["crash_after_switch_automatic_rollback"]["crash_to_first_answer_from_old_s"] <= 30
+    assert FIGURES["crash_after_switch_automatic_rollback"]["after_recovery"]["failed"] == 0
+    assert_serving(host, "blue", "r1")
+    recorded = state(host)
+    assert recorded["previous"] == "green" and recorded["rolled_back"]["from"] == "green"
+    assert current(host) == "revisions/r1"
+
+
+def test_rollback_playbook_switches_to_the_previous_instance(host, run_playbook, inventory_name):
+    # After the automatic rollback, the previous instance is green on r2 (stopped): rollback.yml
+    # starts it again, gates it and switches to it.
+    began = time.time()
+    rc, out = run_playbook("playbooks/rollback.yml", inventory_name)
+    FIGURES["rollback_playbook_s"] = round(time.time() - began, 1)
+    assert rc == 0, out[-4000:]
     assert_serving(host, "green", "r2")
     recorded = state(host)
     assert recorded["previous"] == "blue"
@@ -284,22 +335,14 @@ def test_rollback_with_nothing_to_go_back_to_is_refused(host, run_playbook, inve
 
 
 def test_update_killed_mid_run_then_run_again(host, run_playbook, inventory_name):
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_CONFIG=os.path.join(PROJECT, "ansible.cfg"),
-               ANSIBLE_COLLECTIONS_PATH=os.path.join(PROJECT, "build", "collections"))
-    cmd = ["ansible-playbook", os.path.join(PROJECT, "playbooks", "update_model.yml"),
-           "-i", os.environ["MOLECULE_INVENTORY_FILE"], "--limit", inventory_name,
-           "-e", json.dumps(revision("r1"))]
-    with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,  # pylint: disable=consider-using-with
-                                start_new_session=True)
-        deadline = time.time() + 300
-        while time.time() < deadline and not host.service(UNITS["blue"]).is_running:
-            assert proc.poll() is None, "the update ended before it could be interrupted"
-            time.sleep(0.5)
-        assert host.service(UNITS["blue"]).is_running
-        time.sleep(2)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+    update = Background("playbooks/update_model.yml", inventory_name, revision("r1"))
+    deadline = time.time() + 300
+    while time.time() < deadline and not host.service(UNITS["blue"]).is_running:
+        assert update.running(), "the update ended before it could be interrupted"
+        time.sleep(0.5)
+    assert host.service(UNITS["blue"]).is_running
+    time.sleep(2)
+    update.kill()
     # Interrupted before the switch: green still serves, on r2.
     assert state(host)["active"] == "green"
     assert ask(host) == ("200", "demo-green")
@@ -308,6 +351,28 @@ def test_update_killed_mid_run_then_run_again(host, run_playbook, inventory_name
     assert_serving(host, "blue", "r1")
     rc, out = run_playbook("playbooks/update_model.yml", inventory_name, revision("r1"))
     assert rc == 0 and changed_count(out) == 0, out[-4000:]
+
+
+def test_update_in_place_stops_first_and_states_the_downtime(host, run_playbook, inventory_name):
+    # serving_update_strategy: in_place stops the running instance before the new one starts
+    # (for hosts where two instances do not fit): requests fail until the new one is ready.
+    load = Load(inventory_name, requests=240, duration=120)
+    time.sleep(3)
+    began = time.time()
+    rc, out = run_playbook("playbooks/update_model.yml", inventory_name,
+                           dict(revision("r2"), serving_update_strategy="in_place"))
+    ended = time.time()
+    load.stop(after=3)
+    result = load.wait()
+    assert rc == 0, out[-4000:]
+    assert "in place: %s stops first" % MODEL in out, out[-4000:]
+    total = load_generator.summarize(result["records"])
+    FIGURES["in_place_update"] = {"update_playbook_s": round(ended - began, 1), "total": total}
+    print(json.dumps(FIGURES["in_place_update"], indent=1))
+    assert total["sent"] > 0
+    assert_serving(host, "green", "r2")
+    assert state(host)["previous"] == "blue"
+    assert current(host) == "revisions/r2"
 
 
 def test_diagnostics_archive_without_secrets(host, run_playbook, inventory_name, tmp_path):
@@ -327,9 +392,9 @@ def test_diagnostics_archive_without_secrets(host, run_playbook, inventory_name,
     everything = "\n".join(contents.values())
     assert KEY not in everything and planted not in everything
     assert "Bearer [REDACTED]" in everything
-    assert '"active": "blue"' in everything
+    assert '"active": "green"' in everything
     assert "verified" in everything
-    assert "gpu-stack-serving-demo-blue.service" in everything
+    assert "gpu-stack-serving-demo-green.service" in everything
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -23,7 +23,7 @@ def test_nvml_binding(host):
 
 GATEWAY = "http://127.0.0.1:8080"
 KEY = "demo-key-0123456789abcdef"
-JOURNAL_UNITS = ("gpu-stack-serving-demo-blue", "nginx")
+JOURNAL_UNITS = ("gpu-stack-serving-smollm2-135m-instruct-blue", "nginx")
 
 
 def test_model_store_is_ext4_mounted_by_uuid(host, check_mounted_by_uuid):
@@ -72,7 +72,8 @@ def test_node_exporter_serves_host_gpu_and_engine_metrics(host):
     # and the serving collector's readiness probe; the systemd collector the engine unit.
     metrics = host.check_output("curl -sf --max-time 10 http://127.0.0.1:9100/metrics")
     assert 'gpu_stack_gpu_collector_up{reason="no_nvidia_device"} 0' in metrics
-    assert 'node_systemd_unit_state{name="gpu-stack-serving-demo-blue.service",state="active",type=' in metrics
+    assert ('node_systemd_unit_state{name="gpu-stack-serving-smollm2-135m-instruct-blue.service",state="active",type='
+            in metrics)
     assert "gpu_stack_engine_ready" in metrics
     listeners = host.run("ss -Hltn").stdout.split()
     assert "127.0.0.1:9100" in listeners
@@ -83,7 +84,8 @@ def test_report_on_a_converged_host(run_playbook, inventory_name):
     rc, out = run_playbook("playbooks/report.yml", inventory_name)
     assert rc == 0, out
     for line in ("service account: llmserve", "environments:    tools", "models:          smollm2-135m-instruct",
-                 "engine units:    gpu-stack-serving-demo-blue.service running", "gateway:         http://"):
+                 "engine units:    gpu-stack-serving-smollm2-135m-instruct-blue.service running",
+                 "gateway:         http://"):
         assert line in out, out
 
 
@@ -92,10 +94,28 @@ def test_blocked_preflight_stops_site_before_any_change(run_playbook, inventory_
     # role would make if it ran: the preflight must stop the host first.
     assert not host.package("htop").is_installed
     rc, out = run_playbook("site.yml", inventory_name, {
-        "preflight_engine": "vllm",
-        "preflight_model": "deepseek-r1-distill-qwen-7b",
+        "gpu_stack_models": [{"name": "r1-qwen-7b", "profile": "deepseek-r1-distill-qwen-7b", "engine": "vllm"}],
         "common_packages_extra": ["htop"],
     })
     assert rc != 0, out
     assert "BLOCKED" in out and "engine vllm needs NVIDIA GPUs" in out
+    assert not host.package("htop").is_installed
+
+
+def test_settings_left_unset_are_derived_and_run(host):
+    """The plan sets neither context nor sequences: the preflight derived them from this host's
+    memory, and the engine runs with exactly those (each llama.cpp slot a whole context)."""
+    state = host.file("/var/lib/gpu_stack/serving/smollm2-135m-instruct.json").content_string
+    assert '"active": "blue"' in state
+    args = host.check_output("ps -eo args | grep '[l]lama-server'").split()
+    ctx, slots = int(args[args.index("--ctx-size") + 1]), int(args[args.index("--parallel") + 1])
+    # SmolLM2 takes 8192 tokens at most; the derived policy serves up to 4 llama.cpp slots.
+    assert slots == 4 and ctx == 8192 * slots, args
+
+
+def test_old_plan_variables_are_refused_before_any_change(run_playbook, inventory_name, host):
+    assert not host.package("htop").is_installed
+    rc, out = run_playbook("site.yml", inventory_name, {"preflight_max_num_seqs": 2, "common_packages_extra": ["htop"]})
+    assert rc != 0, out
+    assert "preflight_max_num_seqs is set" in out and "gpu_stack_models" in out and "Nothing was changed" in out
     assert not host.package("htop").is_installed

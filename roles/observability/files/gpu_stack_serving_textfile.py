@@ -32,7 +32,8 @@ MAX_READ = 32 * 1024 * 1024
 
 
 def load_config(path):
-    """{engines: [{instance, engine, port}], gateways: [{name, access_log}], state_file, output}."""
+    """{engines: [{instance, engine, port[, port_green, serving_state]}], gateways: [{name, access_log}],
+    state_file, output}."""
     with open(path, "r") as handle:
         config = json.load(handle)
     problems = []
@@ -145,6 +146,24 @@ def write_atomically(path, text):
         raise
 
 
+def active_instance(engine):
+    """(instance label, port) of the colour that serves now. A blue/green deployment records its
+    active colour in the serving role's state file (serving_state); after an update that is green,
+    on port_green. Without a readable state, the engine's own instance and port."""
+    state_path = engine.get("serving_state")
+    if state_path and engine.get("port_green"):
+        try:
+            with open(state_path, "r") as handle:
+                active = json.load(handle).get("active")
+        except (IOError, OSError, ValueError, AttributeError):
+            active = None
+        if active in ("blue", "green"):
+            base = engine["instance"].rsplit("-", 1)[0] if engine["instance"].endswith(("-blue", "-green")) \
+                else engine["instance"]
+            return "%s-%s" % (base, active), int(engine["port_green"] if active == "green" else engine["port"])
+    return engine["instance"], int(engine["port"])
+
+
 def run(config, opener=urllib.request.urlopen):
     """Probe, count and write; returns the rendered text."""
     try:
@@ -154,8 +173,9 @@ def run(config, opener=urllib.request.urlopen):
         state = {}
     engines = []
     for engine in config["engines"]:
-        ready, seconds = probe_engine(engine["port"], opener=opener)
-        engines.append((engine["instance"], engine["engine"], ready, seconds))
+        instance, port = active_instance(engine)
+        ready, seconds = probe_engine(port, opener=opener)
+        engines.append((instance, engine["engine"], ready, seconds))
     gateways = []
     new_state = {}
     for gateway in config["gateways"]:

@@ -223,3 +223,25 @@ def test_serving_script_needs_no_collection_code():
     # the role's files are installed).
     source = io.open(os.path.join(FILES, "gpu_stack_serving_textfile.py"), encoding="utf-8").read()
     assert "ansible_collections" not in source
+
+
+def test_the_serving_colour_is_probed_after_an_update(tmp_path):
+    state = tmp_path / "demo.json"
+    config = {"engines": [{"instance": "demo-blue", "engine": "llama_cpp", "port": 8001, "port_green": 8002,
+                           "serving_state": str(state)}],
+              "gateways": [], "state_file": str(tmp_path / "state.json"), "output": str(tmp_path / "serving.prom")}
+    probed = []
+
+    def opener(url, timeout):
+        probed.append(url)
+        return Answer(200, b'{"data":[{"id":"m"}]}')
+
+    # No state yet (first deployment in progress): blue, as rendered.
+    assert 'engine_instance="demo-blue"} 1' in serving.run(config, opener=opener)
+    state.write_text('{"active": "green", "instances": {}}')
+    text = serving.run(config, opener=opener)
+    assert 'gpu_stack_engine_ready{engine="llama_cpp",engine_instance="demo-green"} 1' in text
+    assert "demo-blue" not in text
+    assert probed == ["http://127.0.0.1:8001/v1/models", "http://127.0.0.1:8002/v1/models"]
+    state.write_text("not json")
+    assert 'engine_instance="demo-blue"' in serving.run(config, opener=opener)

@@ -56,3 +56,13 @@ def test_missing_specs_file_is_reported(tmp_path):
 def test_required_option_needs_no_default(tmp_path):
     role = make_role(tmp_path, {}, {"demo_a": {"type": "str", "description": "x", "required": True}})
     assert check.check_role(role) == []
+
+
+def test_shared_plan_variable_is_documented_without_a_role_default(tmp_path):
+    role = make_role(tmp_path, {"demo_a": 1}, {"demo_a": opt(1, "int"),
+                                               "gpu_stack_models": {"type": "list", "description": "the plan"}})
+    assert check.check_role(role) == []
+    # A shared variable in a role's defaults would shadow the inventory's plan: still a disagreement
+    # when the specs do not declare it, and other prefixes are still refused.
+    role = make_role(tmp_path / "b", {"gpu_stack_other": 1}, {})
+    assert any("gpu_stack_other is in defaults/main.yml but not in argument_specs" in p for p in check.check_role(role))

@@ -134,3 +134,14 @@ def test_every_problem_is_reported_at_once():
         e.engine_argv("vllm", {"model": "/m", "dtype": "int3", "kv_cache_dtype": "int2", "max_num_seqs": -1})
     text = str(err.value)
     assert "dtype 'int3'" in text and "kv_cache_dtype 'int2'" in text and "max_num_seqs" in text
+
+
+@pytest.mark.parametrize("engine,flag", [("vllm", "--max-num-batched-tokens"), ("sglang", "--chunked-prefill-size"),
+                                         ("llama_cpp", "--batch-size")])
+def test_batched_tokens_are_passed_to_every_engine(engine, flag):
+    model = "/models/m.gguf" if engine == "llama_cpp" else "/models"
+    args = pairs(e.engine_argv(engine, {"model": model, "max_num_batched_tokens": 4096}))
+    assert args[flag] == "4096"
+    with pytest.raises(e.EngineArgsError) as err:
+        e.engine_argv(engine, {"model": model, "max_num_batched_tokens": 0})
+    assert "max_num_batched_tokens must be a positive integer" in str(err.value)

@@ -379,3 +379,275 @@ def test_deferral_keeps_the_checks_that_need_no_driver():
                        {"defer_gpu_checks": True, "model_path": "/srv/models/my model"}, bare_server())
     assert report["blocked"]
     assert any(b.startswith("model_path:") for b in report["blocking"])
+
+
+# --- derived settings ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def rtx4090(tmp_path):
+    return facts(fake.geforce(), tmp_path)
+
+
+def test_the_default_7b_on_a_24gb_gpu_is_not_blocked(rtx4090):
+    # Budget 0.90 x 24564 MiB = 21.6 GiB (derived within 95 % of it: 20.5 GiB). At 32768 tokens a sequence
+    # caches 57,344 B x 32768 = 1.75 GiB on top of 14.2 GiB of weights, 1.0 GiB of activations and 1.25 GiB
+    # of runtime: 2 sequences (19.9 GiB) fit, 3 (21.7 GiB) do not.
+    report = preflight("deepseek-r1-distill-qwen-7b", {}, rtx4090)
+    assert not report["blocked"], report["blocking"]
+    settings = report["engine_settings"]
+    assert (settings["max_model_len"], settings["max_num_seqs"]) == (32768, 2)
+    assert settings["gpu_memory_utilization"] == 0.9 and settings["max_num_batched_tokens"] == 8192
+    assert settings["dtype"] == "bfloat16" and settings["weight_format"] == "bf16" and settings["quantization"] is None
+    assert settings["source"] == {"max_model_len": "derived", "max_num_seqs": "derived",
+                                  "gpu_memory_utilization": "derived", "max_num_batched_tokens": "derived",
+                                  "dtype": "derived", "quantization": "derived", "kv_cache_dtype": "derived"}
+    assert report["settings_source"] == settings["source"]
+    assert check(report, "gpu_memory")["ok"]                     # inside the 5 % band, no warning
+    assert report["estimate"]["need_per_gpu_bytes"] <= 0.95 * 0.9 * 24564 * MIB
+    three = v.estimate_variant(report["estimate"], v.get_profile("deepseek-r1-distill-qwen-7b"), max_num_seqs=3)
+    assert three["need_per_gpu_bytes"] > 0.95 * 0.9 * 24564 * MIB
+    assert report["derivation"]["rule"] == "context 32768; the most sequences that fit, at most 16"
+
+
+def test_only_sequences_set_derives_the_context(rtx4090):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"max_num_seqs": 16}, rtx4090)
+    settings = report["engine_settings"]
+    assert not report["blocked"] and settings["max_num_seqs"] == 16
+    assert settings["max_model_len"] == 4096                      # the longest that fits, rounded down to 1024s
+    assert settings["source"]["max_model_len"] == "derived" and settings["source"]["max_num_seqs"] == "set"
+    profile = v.get_profile("deepseek-r1-distill-qwen-7b")
+    assert v.estimate_variant(report["estimate"], profile, context_length=5120)["need_per_gpu_bytes"] > \
+        0.95 * 0.9 * 24564 * MIB
+
+
+def test_only_context_set_derives_the_sequences(rtx4090):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"context_length": 8192}, rtx4090)
+    settings = report["engine_settings"]
+    # 20.5 GiB less 14.2 GiB weights, 1.0 GiB activations, 1.25 GiB runtime = 4.1 GiB for the cache;
+    # 57,344 B x 8192 = 0.44 GiB per sequence: 9
+    assert (settings["max_model_len"], settings["max_num_seqs"]) == (8192, 9)
+    assert settings["source"]["max_model_len"] == "set" and settings["source"]["max_num_seqs"] == "derived"
+    capped = preflight("deepseek-r1-distill-qwen-1.5b", {"context_length": 4096}, rtx4090)
+    assert capped["engine_settings"]["max_num_seqs"] == 16          # at most the starting 16
+
+
+def test_both_set_are_checked_never_changed(rtx4090):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"context_length": 32768, "max_num_seqs": 16}, rtx4090)
+    assert report["blocked"] and report["engine_settings"]["max_model_len"] == 32768
+    assert report["engine_settings"]["max_num_seqs"] == 16
+    result = check(report, "gpu_memory")
+    assert "lower max_num_seqs to 2" in result["fix"] and "cut context_length to 5120" in result["fix"]
+
+
+def test_nothing_useful_fits_is_blocked_at_the_minimum(rtx4090):
+    report = preflight("deepseek-r1-distill-qwen-32b", {"dtype": "bf16"}, rtx4090)
+    assert report["blocked"]
+    assert (report["estimate"]["context_length"], report["estimate"]["max_num_seqs"]) == (2048, 1)
+    result = check(report, "gpu_memory")
+    assert "(settings derived: not even 2048 tokens x 1 sequence fit in 21.6 GiB)" in result["message"]
+    assert "use int4 (awq/gptq) weights (dtype awq)" in result["fix"]
+    assert report["derivation"]["fits"] is False
+
+
+def test_context_set_and_not_even_one_sequence_fits(rtx4090):
+    report = preflight("deepseek-r1-distill-qwen-32b", {"dtype": "bf16", "context_length": 8192}, rtx4090)
+    assert report["blocked"] and report["estimate"]["max_num_seqs"] == 1
+    assert report["derivation"]["least_settings"] == [8192, 1]
+    assert "(settings derived: not even 8192 tokens x 1 sequence fit in 21.6 GiB)" in check(report, "gpu_memory")[
+        "message"]
+    seqs = preflight("deepseek-r1-distill-qwen-32b", {"dtype": "bf16", "max_num_seqs": 4}, rtx4090)
+    assert "(settings derived: not even 2048 tokens x 4 sequences fit" in check(seqs, "gpu_memory")["message"]
+
+
+def test_one_sequence_at_a_shorter_context_when_one_at_32k_does_not_fit(tmp_path):
+    gpu = facts(fake.FakeNvml([fake.t4(0)]), tmp_path)
+    # 8B in fp16 on a 15 GiB T4: 15.0 GiB of weights alone at 0.90 x 15 GiB: nothing fits; in int8 (8.1 GiB of
+    # weights) one sequence of 32K (4 GiB of KV) does not fit either, a shorter one does
+    report = preflight("deepseek-r1-distill-llama-8b", {"dtype": "int8"}, gpu)
+    settings = report["engine_settings"]
+    assert settings["max_num_seqs"] == 1 and 2048 <= settings["max_model_len"] < 32768
+    assert settings["max_model_len"] % 1024 == 0 and not report["blocked"], report["blocking"]
+    assert report["derivation"]["rule"] == "one sequence at the longest context that fits (at least 2048)"
+    # int8 weights compute in the checkpoint's bf16, which a T4 (7.5) lacks: float16 there, bfloat16 on an H200
+    assert settings["dtype"] == "float16" and settings["weight_format"] == "int8"
+    h200 = preflight("deepseek-r1-distill-llama-8b", {"dtype": "int8"}, facts(fake.hgx_h200(1), tmp_path))
+    assert h200["engine_settings"]["dtype"] == "bfloat16"
+
+
+def test_llama_cpp_on_the_cpu_derives_against_host_ram(tmp_path):
+    gpu = facts(fake.library_missing(), tmp_path)
+    plan = {"engine": "llama_cpp", "dtype": "Q4_1"}
+    report = preflight("smollm2-135m-instruct", plan, gpu, dict(HOST, mem_available_bytes=4 * GIB))
+    settings = report["engine_settings"]
+    assert (settings["max_model_len"], settings["max_num_seqs"]) == (8192, 4)       # llama.cpp starts at 4
+    assert settings["gpu_memory_utilization"] is None and settings["source"]["gpu_memory_utilization"] == "not_applicable"
+    assert settings["max_num_batched_tokens"] == 512 and settings["memory_source"] == "meminfo"
+    assert settings["ctx_size"] == 8192 * 4
+    # 23,040 B per token: 8192 x 4 = 0.70 GiB of KV + weights + 0.5 GiB: with 1 GiB only one slot of 8K fits
+    small = preflight("smollm2-135m-instruct", plan, gpu, dict(HOST, mem_available_bytes=1 * GIB))
+    assert small["engine_settings"]["max_num_seqs"] < 4 and not small["blocked"]
+
+
+def test_settings_set_are_reported_as_set(hgx):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"context_length": 8192, "max_num_seqs": 4,
+                                                       "gpu_memory_utilization": 0.5, "max_num_batched_tokens": 2048,
+                                                       "dtype": "bf16", "kv_cache_dtype": "fp8"}, hgx)
+    settings = report["engine_settings"]
+    assert set(settings["source"].values()) == {"set", "derived"}
+    assert [k for k, s in sorted(settings["source"].items()) if s == "derived"] == ["quantization"]
+    assert (settings["gpu_memory_utilization"], settings["max_num_batched_tokens"]) == (0.5, 2048)
+    assert report["estimate"]["batched_tokens"] == 2048 and settings["kv_cache_dtype"] == "fp8"
+
+
+def test_a_set_memory_fraction_is_not_lowered_in_the_settings(hgx):
+    hgx["gpus"][0]["memory_free"] = 40 * GIB
+    report = preflight("deepseek-r1-distill-qwen-7b", {"gpu_memory_utilization": 0.9}, hgx)
+    assert report["engine_settings"]["gpu_memory_utilization"] == 0.9
+    assert not check(report, "gpu_memory_free")["ok"]
+
+
+def test_the_memory_fraction_cap_is_the_derived_start(hgx):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"gpu_memory_utilization_cap": 0.45}, hgx)
+    assert report["engine_settings"]["gpu_memory_utilization"] == 0.45
+    assert report["engine_settings"]["source"]["gpu_memory_utilization"] == "derived"
+    assert check(report, "gpu_memory")["numbers"]["budget_per_gpu_bytes"] == int(0.45 * 143771 * MIB)
+
+
+@pytest.mark.parametrize("dtype, engine_dtype, quantization", [
+    ("auto", "bfloat16", None), ("fp16", "float16", None), ("fp8", "bfloat16", "fp8"), ("awq", "float16", "awq"),
+    ("int8", "bfloat16", "int8"),
+])
+def test_dtype_and_quantization_are_explicit(hgx, dtype, engine_dtype, quantization):
+    settings = preflight("deepseek-r1-distill-qwen-7b", {"dtype": dtype}, hgx)["engine_settings"]
+    assert (settings["dtype"], settings["quantization"]) == (engine_dtype, quantization)
+    assert settings["source"]["quantization"] == ("set" if quantization else "derived")
+
+
+def test_deepseek_v3_keeps_its_native_fp8_without_a_quantization_flag(hgx):
+    settings = preflight("deepseek-v3", {"tensor_parallel_size": 8}, hgx)["engine_settings"]
+    assert (settings["dtype"], settings["weight_format"], settings["quantization"]) == ("bfloat16", "fp8", None)
+
+
+def test_activation_dtype_overrides_the_engine_dtype(hgx):
+    settings = preflight("deepseek-r1-distill-qwen-7b", {"dtype": "fp8", "activation_dtype": "fp16"},
+                         hgx)["engine_settings"]
+    assert settings["dtype"] == "float16" and settings["source"]["dtype"] == "set"
+
+
+# --- the example inventory's boards ----------------------------------------------------------------
+
+def test_deepseek_v3_fp8_tp8_sglang_fits_8xh200(hgx):
+    report = preflight("deepseek-v3", {"engine": "sglang", "dtype": "fp8", "tensor_parallel_size": 8,
+                                       "context_length": 32768, "max_num_seqs": 16}, hgx)
+    assert not report["blocked"] and report["gpus_used"] == list(range(8))
+    memory = check(report, "gpu_memory")
+    # weights 79.3 GiB + MLA cache 61 x 576 x 2 B x 32768 x 16 = 34.3 GiB + runtime: 115.5 GiB of 126.4 GiB
+    assert memory["numbers"]["kv_cache_per_gpu_bytes"] == 61 * 576 * 2 * 32768 * 16
+    assert "needs 8 x 115.5 GiB" in memory["message"] and memory["numbers"]["source"] == "nvml"
+
+
+def test_deepseek_v3_fp8_tp8_on_8xh100_is_refused_with_two_nodes(tmp_path):
+    gpu = facts(fake.hgx_h100(), tmp_path)
+    report = preflight("deepseek-v3", {"engine": "sglang", "dtype": "fp8", "tensor_parallel_size": 8,
+                                       "context_length": 32768, "max_num_seqs": 16}, gpu)
+    assert report["blocked"]
+    memory = check(report, "gpu_memory")
+    assert not memory["ok"] and "budget per GPU 0.90 x 79.6 GiB = 71.7 GiB" in memory["message"]
+    assert ("serve it across 2 hosts of 8 GPUs: tensor_parallel_size 8 x pipeline_parallel_size 2 (one pipeline "
+            "stage per host)") in memory["fix"]
+    profile = v.get_profile("deepseek-v3")
+    two = v.estimate_variant(report["estimate"], profile, pipeline_parallel_size=2)
+    assert two["need_per_gpu_bytes"] <= memory["numbers"]["budget_per_gpu_bytes"]
+    # with the settings derived, not even 2048 x 1 fits (79.3 GiB of weights): the smaller format is named too
+    derived = check(preflight("deepseek-v3", {"engine": "sglang", "tensor_parallel_size": 8}, gpu), "gpu_memory")
+    assert "use int4 (awq/gptq) weights (dtype awq)" in derived["fix"] and "2 hosts of 8 GPUs" in derived["fix"]
+
+
+def test_r1_distill_qwen_32b_bf16_tp2_fits_2xl40s_with_derived_settings(tmp_path):
+    gpu = facts(fake.pcie_l40s(), tmp_path)
+    report = preflight("deepseek-r1-distill-qwen-32b", {"dtype": "bf16", "tensor_parallel_size": 2}, gpu)
+    assert not report["blocked"], report["blocking"]
+    settings = report["engine_settings"]
+    # 0.90 x 45.0 GiB x 0.95 = 38.5 GiB: weights 30.5 GiB + runtime 1.5 GiB + activations leave room for one
+    # sequence of 32768 (131,072 B per token per GPU = 4 GiB), not two
+    assert (settings["max_model_len"], settings["max_num_seqs"]) == (32768, 1)
+    assert settings["tensor_parallel_size"] == 2 and settings["dtype"] == "bfloat16"
+    assert settings["source"]["max_model_len"] == settings["source"]["max_num_seqs"] == "derived"
+    assert settings["source"]["dtype"] == "set"
+    assert report["gpus_used"] == [0, 1]
+
+
+# --- a bare server: the PCI id table before the driver ------------------------------------------------
+
+def bare_pci(tmp_path, boards):
+    root = tempfile.mkdtemp(dir=str(tmp_path))
+    return n.collect_gpu_facts(nvml=fake.driver_not_loaded(), sysfs_root=fake.bare_sysfs(root, boards),
+                               proc_root=root)
+
+
+def test_a_t4_is_refused_for_bf16_before_the_driver(tmp_path):
+    gpu = bare_pci(tmp_path, ["t4"])
+    assert gpu["status"] == "driver_not_loaded" and gpu["gpus"] == []
+    report = preflight("deepseek-r1-distill-qwen-1.5b", {"dtype": "bf16", "defer_gpu_checks": True}, gpu)
+    assert report["device"] == "pending" and report["blocked"]
+    result = check(report, "compute_capability")
+    assert not result["ok"] and result["numbers"]["source"] == "pci_ids"
+    assert result["message"] == ("GPU 0 T4: compute capability 7.5 (Turing) is below 8.0: bf16 weights need compute "
+                                 "capability 8.0 or newer (from the PCI id table; the driver is not loaded yet)")
+    assert result["fix"].startswith("use dtype fp16 or int8 instead of bf16")
+    assert "mig_mode: deferred until the driver is loaded" in report["skipped_checks"]
+    assert "gpu_memory_free: free memory is unknown until the driver is loaded" in report["skipped_checks"]
+
+
+def test_70b_bf16_on_2xl4_is_refused_before_the_driver(tmp_path):
+    gpu = bare_pci(tmp_path, ["l4", "l4"])
+    report = preflight("deepseek-r1-distill-llama-70b", {"dtype": "bf16", "tensor_parallel_size": 2,
+                                                         "defer_gpu_checks": True}, gpu)
+    assert report["blocked"]
+    memory = check(report, "gpu_memory")
+    assert not memory["ok"] and memory["numbers"]["source"] == "pci_ids"
+    assert memory["numbers"]["gpu_total_bytes"] == 24 * GIB
+    # 141.1 GB of bf16 weights / 2 = 65.7 GiB per GPU against 0.90 x 24.0 GiB
+    assert "needs 2 x 67.7 GiB" in memory["message"]
+    assert "budget per GPU 0.90 x 24.0 GiB = 21.6 GiB (L4 memory from the PCI id table" in memory["message"]
+    assert check(report, "compute_capability")["ok"]               # L4 is 8.9: bf16 is fine
+    assert report["engine_settings"]["memory_source"] == "pci_ids"
+
+
+def test_a_plan_that_fits_passes_before_the_driver(tmp_path):
+    report = preflight("deepseek-v3", {"tensor_parallel_size": 8, "defer_gpu_checks": True,
+                                       "context_length": 32768, "max_num_seqs": 16}, bare_pci(tmp_path, ["h200"] * 8))
+    assert not report["blocked"], report["blocking"]
+    assert check(report, "gpu_memory")["ok"] and check(report, "compute_capability")["ok"]
+    assert check(report, "gpu_count")["numbers"]["gpus_on_pci_bus"] == 8
+
+
+def test_an_unknown_pci_id_is_skipped_with_its_id(tmp_path):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"defer_gpu_checks": True}, bare_pci(tmp_path, ["0x1234"]))
+    assert not report["blocked"] and report["engine_settings"] is None
+    why = "deferred until the driver is loaded: PCI device id 0x1234 (bus 0000:18:00.0) not in the PCI id table"
+    assert "gpu_memory: " + why in report["skipped_checks"]
+    assert "compute_capability: " + why in report["skipped_checks"]
+    assert all(c["check"] not in ("gpu_memory", "compute_capability") for c in report["checks"])
+
+
+def test_more_gpus_than_the_pci_bus_has_are_refused_before_the_driver(tmp_path):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"tensor_parallel_size": 4, "defer_gpu_checks": True},
+                       bare_pci(tmp_path, ["l4", "l4"]))
+    result = check(report, "gpu_count")
+    assert not result["ok"] and "needs 4 GPUs" in result["message"] and "2 NVIDIA GPU(s) on the PCI bus" in \
+        result["message"]
+
+
+# --- chosen GPUs --------------------------------------------------------------------------------------------
+
+def test_the_plan_can_name_its_gpus(hgx):
+    report = preflight("deepseek-r1-distill-qwen-7b", {"gpu_indices": [3, 5], "tensor_parallel_size": 2}, hgx)
+    assert report["gpus_used"] == [3, 5] and check(report, "gpu_count")["message"] == "GPUs 3, 5 of 8 usable GPUs used"
+
+
+def test_a_named_gpu_that_is_not_usable(tmp_path):
+    gpu = facts(fake.error_halfway(), tmp_path)
+    report = preflight("deepseek-r1-distill-qwen-7b", {"gpu_indices": [2], "context_length": 4096}, gpu)
+    result = check(report, "gpu_count")
+    assert not result["ok"] and result["message"] == "GPU 2 of the plan is not usable on this host (usable GPUs: 0, 1, 3)"

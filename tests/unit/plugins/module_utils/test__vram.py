@@ -424,3 +424,74 @@ def test_gguf_unknown_tensor_type_falls_back_to_data_size(tmp_path, gguf):
     profile = v.profile_from_gguf(str(path))
     assert profile["gguf_weights"]["exact"] is False
     assert profile["gguf_weights"]["total_bytes"] == 4096
+
+
+# --- derivation helpers and explicit engine settings -----------------------------------------------
+
+def test_largest_fitting_seqs_and_context_are_the_boundaries():
+    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    est = v.estimate_memory(p, context_length=32768, max_num_seqs=16)
+    budget = 20 * GIB
+    seqs = v.largest_fitting_seqs(p, est, budget, cap=16)
+    assert seqs == 2
+    assert v.estimate_variant(est, p, max_num_seqs=seqs)["need_per_gpu_bytes"] <= budget
+    assert v.estimate_variant(est, p, max_num_seqs=seqs + 1)["need_per_gpu_bytes"] > budget
+    assert v.largest_fitting_seqs(p, est, 100 * GIB, cap=16) == 16          # capped
+    assert v.largest_fitting_seqs(p, est, 10 * GIB) is None                 # 14.2 GiB of weights
+    context = v.largest_fitting_context(p, est, budget, 32768)
+    assert context % 16 == 0
+    assert v.estimate_variant(est, p, context_length=context)["need_per_gpu_bytes"] <= budget
+    assert v.estimate_variant(est, p, context_length=context + 16)["need_per_gpu_bytes"] > budget
+    assert v.largest_fitting_context(p, est, 10 * GIB, 32768) is None
+    assert v.largest_fitting_context(p, est, 200 * GIB, 4096) == 4096       # at most the longest asked
+
+
+def test_estimate_variants_keep_the_overrides():
+    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    est = v.estimate_memory(p, context_length=8192, max_num_seqs=4, max_num_batched_tokens=2048,
+                            runtime_overhead=GIB)
+    assert (est["max_num_batched_tokens"], est["runtime_overhead_bytes"]) == (2048, GIB)
+    variant = v.estimate_variant(est, p, max_num_seqs=8)
+    assert variant["batched_tokens"] == 2048 and variant["runtime_overhead_per_gpu_bytes"] == GIB
+    plain = v.estimate_memory(p, context_length=8192, max_num_seqs=4)
+    assert (plain["max_num_batched_tokens"], plain["runtime_overhead_bytes"]) == (None, None)
+    assert v.estimate_variant(plain, p, max_num_seqs=8)["batched_tokens"] == 8192
+
+
+@pytest.mark.parametrize("served, profile_dtype, expected", [
+    ("bf16", "bf16", "bfloat16"), ("fp16", "bf16", "float16"), ("fp32", "bf16", "float32"),
+    ("fp8", "fp8", "bfloat16"), ("int8", "bf16", "bfloat16"), ("awq", "bf16", "float16"),
+    ("gptq", "bf16", "float16"), ("int4", "bf16", "float16"), ("Q4_K_M", "Q4_K_M", "Q4_K_M"),
+])
+def test_activation_dtype_arg_is_never_auto(served, profile_dtype, expected):
+    assert v.activation_dtype_arg({"dtype": profile_dtype}, served) == expected
+
+
+def test_activation_dtype_of_a_quantized_hf_checkpoint():
+    config = dict(v.MODEL_PROFILES["deepseek-r1-distill-qwen-7b"])
+    config.update({"model_type": "qwen2", "torch_dtype": "float16", "quantization_config": {"quant_method": "fp8"}})
+    config.pop("dtype")
+    profile = v.profile_from_hf_config(config)
+    assert profile["dtype"] == "fp8" and profile["activation_dtype"] == "fp16"
+    assert v.activation_dtype_arg(profile, "fp8") == "float16"
+    plain = dict(config)
+    plain.pop("quantization_config")
+    assert "activation_dtype" not in v.profile_from_hf_config(plain)
+
+
+def test_engine_settings_name_everything_the_engine_needs():
+    p = v.get_profile("deepseek-v3")
+    est = v.estimate_memory(p, context_length=32768, max_num_seqs=16, tensor_parallel_size=8, engine="sglang")
+    settings = v.engine_settings(p, est, 143771 * 1024 ** 2, None, 0.9)
+    assert settings["max_num_batched_tokens"] == 8192 and settings["dtype"] == "bfloat16"
+    assert settings["weight_format"] == "fp8" and settings["quantization"] is None
+    assert v.engine_settings(p, est, 143771 * 1024 ** 2, None, 0.9, max_num_batched_tokens=4096)[
+        "max_num_batched_tokens"] == 4096
+    q = v.get_profile("deepseek-r1-distill-qwen-7b")
+    awq = v.engine_settings(q, v.estimate_memory(q, "awq", context_length=4096), 80 * GIB, None, 0.9)
+    assert (awq["dtype"], awq["weight_format"], awq["quantization"]) == ("float16", "awq", "awq")
+    cpu = v.engine_settings(v.get_profile("smollm2-135m-instruct"),
+                            v.estimate_memory(v.get_profile("smollm2-135m-instruct"), "Q4_1", context_length=4096,
+                                              max_num_seqs=2, engine="llama_cpp", device="cpu"),
+                            host_available_bytes=8 * GIB)
+    assert cpu["max_num_batched_tokens"] == 512 and cpu["dtype"] == "Q4_1"
