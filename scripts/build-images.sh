@@ -6,8 +6,8 @@
 #                       compiled from the pinned source in images/llama_cpp/ on the debian12
 #                       base (about 5 minutes of compiling on 2 idle cores);
 #   llama-cpp-python    llama-cpp-python's server, the engine this collection used before,
-#                       kept only for benchmarks/serving_throughput.py (about 25 minutes);
-#                       not part of the default set.
+#                       kept to compare against llama-server (about 25 minutes); not part of
+#                       the default set, and nothing in make test or make demo uses it.
 # An image is rebuilt only when its recipe changes: the tag is a hash of the recipe (for a
 # server image: its build files and the base tag), and `:latest` points at the current one.
 # Steps longer than a minute print their progress and an estimate every 30 s.
