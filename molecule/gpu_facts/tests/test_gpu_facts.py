@@ -65,7 +65,7 @@ def test_preflight_is_read_only_in_check_mode(run_playbook, inventory_name):
 
 def model(**keys):
     return {"gpu_stack_models": [dict({"name": "m", "profile": "smollm2-135m-instruct", "engine": "llama_cpp",
-                                       "dtype": "Q4_1"}, **keys)]}
+                                       "file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "Q4_1"}, **keys)]}
 
 
 @pytest.mark.parametrize(
@@ -75,7 +75,8 @@ def model(**keys):
         ({"gpu_stack_models": [{"name": "r1-qwen-7b", "profile": "deepseek-r1-distill-qwen-7b", "engine": "vllm"}]},
          "engine vllm needs NVIDIA GPUs"),
         # The full DeepSeek-V3 on the CPU: hundreds of GiB of weights do not fit in RAM.
-        ({"gpu_stack_models": [{"name": "v3", "profile": "deepseek-v3", "engine": "llama_cpp", "dtype": "Q4_K_M"}]},
+        ({"gpu_stack_models": [{"name": "v3", "profile": "deepseek-v3", "engine": "llama_cpp",
+                                "file": "DeepSeek-V3-Q4_K_M.gguf", "dtype": "Q4_K_M"}]},
          "does not fit in RAM"),
         # A model path with a space, refused before anything is written.
         (model(model_path="/srv/my models/smollm2"), "model_path"),

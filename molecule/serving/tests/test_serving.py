@@ -190,8 +190,8 @@ def test_a_slow_engine_is_not_restarted_while_it_loads(host, run_playbook, inven
     assert took >= SLOW_START, took
     invocation = host.check_output("systemctl show -p InvocationID --value %s", UNIT)
     restarts = int(host.check_output("systemctl show -p NRestarts --value %s", UNIT))
-    log = host.check_output("journalctl --no-pager -u gpu-stack-serving-demo-blue-liveness.service --since=-%ds",
-                            int(took) + 5)
+    log = host.check_output("journalctl --no-pager -u gpu-stack-serving-demo-blue-liveness.service --since=-%ss",
+                            str(int(took) + 5))
     assert "loading, not ready yet" in log, log[-2000:]
     assert "restarting" not in log, log[-2000:]
     assert restarts == 0
