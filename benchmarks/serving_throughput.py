@@ -124,7 +124,7 @@ def run_level(client, model, concurrency, requests, max_tokens, ignore_eos, time
             with lock:
                 results.append(outcome)
 
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker) for _worker in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -204,7 +204,7 @@ def test_a_burst_above_the_rate_limit_gets_429(gateway):
         except openai.RateLimitError as refused:
             outcomes.append((refused.status_code, refused.code))
 
-    threads = [threading.Thread(target=one) for _ in range(40)]
+    threads = [threading.Thread(target=one) for _request in range(40)]
     for thread in threads:
         thread.start()
     for thread in threads:
