@@ -22,27 +22,8 @@ if [[ ${1:-} == --run ]]; then
   pyver=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   core=$("$venv/bin/python" -c 'from ansible.release import __version__; print(__version__)')
   echo "result python $pyver $core"
-  # ansible-test downloads get-pip to bootstrap its venvs; an offline stand-in (ensurepip, then
-  # pip with the same arguments) is written to its cache under the name it looks for.
-  pip_version=$("$venv/bin/python" - <<'PY'
-import inspect, re
-from ansible_test._internal import python_requirements as pr
-print(re.search(r"pip='([0-9.]+)'", inspect.getsource(pr.get_venv_packages)).group(1))
-PY
-)
-  bootstrap="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
-  if [[ ! -f $bootstrap ]]; then
-    mkdir -p "$(dirname "$bootstrap")"
-    cat >"$bootstrap" <<'PY'
-"""Offline stand-in for get-pip.py: ensurepip, then `pip install` with the arguments given."""
-import subprocess
-import sys
-
-subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
-args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
-sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + args))
-PY
-  fi
+  # ansible-test downloads get-pip to bootstrap its venvs: an offline stand-in instead.
+  scripts/offline-get-pip.sh "$venv/bin/python" >&2
   start=$SECONDS
   "$venv/bin/ansible-test" sanity --venv --python "$pyver" --color no
   echo "result sanity $? $((SECONDS - start))"

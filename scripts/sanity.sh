@@ -8,26 +8,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 venv_python="$root/.venv/bin/python"
 
-pip_version=$("$venv_python" - <<'PY'
-import inspect, re
-from ansible_test._internal import python_requirements as pr
-print(re.search(r"pip='([0-9.]+)'", inspect.getsource(pr.get_venv_packages)).group(1))
-PY
-)
-bootstrap="$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py"
-if [[ ! -f $bootstrap ]]; then
-  mkdir -p "$(dirname "$bootstrap")"
-  cat >"$bootstrap" <<'PY'
-"""Offline stand-in for get-pip.py: ensurepip, then `pip install` with the arguments given."""
-import subprocess
-import sys
-
-subprocess.check_call([sys.executable, "-m", "ensurepip", "--upgrade", "--default-pip"])
-args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
-sys.exit(subprocess.call([sys.executable, "-m", "pip", "install"] + args))
-PY
-  echo "sanity: wrote the offline pip bootstrap $bootstrap"
-fi
+scripts/offline-get-pip.sh "$venv_python"
 
 dest="$root/build/sanity/ansible_collections/llmops/gpu_stack"
 rm -rf "$dest"
