@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils._fsutil import write_text_atomic
 from ansible_collections.llmops.gpu_stack.plugins.module_utils._gpu_tables import compare_compute_capability
 from ansible_collections.llmops.gpu_stack.plugins.module_utils._nvml import (
     CLOCK_GRAPHICS,
@@ -139,11 +140,8 @@ def read_locked_record(state_dir, boot_id):
 def write_locked_record(state_dir, boot_id, record):
     if not os.path.isdir(state_dir):
         os.makedirs(state_dir, 0o755)
-    path = os.path.join(state_dir, LOCKED_CLOCKS_RECORD)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump({"boot_id": boot_id, "gpus": record}, handle, sort_keys=True)
-    os.rename(tmp, path)
+    write_text_atomic(os.path.join(state_dir, LOCKED_CLOCKS_RECORD),
+                      json.dumps({"boot_id": boot_id, "gpus": record}, sort_keys=True), only_if_changed=False)
 
 
 def read_state(session, handle, uuid, locked_record):

@@ -22,9 +22,10 @@ import os
 import posixpath
 import re
 import stat
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+from ansible_collections.llmops.gpu_stack.plugins.module_utils._fsutil import read_text, write_text_atomic
 
 MANIFEST_FORMAT = "llmops.gpu_stack.model_manifest/1"
 CACHE_FORMAT = "llmops.gpu_stack.model_manifest.cache/1"
@@ -378,43 +379,6 @@ def diff_files(expected, actual):
                 "actual": {"size": have["size"], "sha256": have["sha256"]},
             })
     return missing, extra, mismatched
-
-
-def read_text(path):
-    """Text of ``path`` or None when it does not exist."""
-    try:
-        with open(path, "r", encoding="utf-8") as fileobj:
-            return fileobj.read()
-    except FileNotFoundError:
-        return None
-
-
-def write_text_atomic(path, text, mode=0o644):
-    """Write ``text`` to ``path`` through a temporary file and rename, unless it already
-    holds exactly that text. Returns True if the file was written."""
-    if read_text(path) == text:
-        return False
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fileobj:
-            fileobj.write(text)
-            fileobj.flush()
-            os.fsync(fileobj.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return True
 
 
 class Scan(object):

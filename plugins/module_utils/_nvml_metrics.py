@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _nvml
+from ansible_collections.llmops.gpu_stack.plugins.module_utils._fsutil import write_text_atomic
 
 PREFIX = "gpu_stack_gpu_"
 
@@ -309,17 +309,6 @@ def collect(nvml=None, bindings_path=_nvml.DEFAULT_BINDINGS_PATH, sysfs_root="/s
 
 def write_atomically(path, text, mode=0o644):
     """Write text to path through a temporary file in the same directory and a rename, so
-    node exporter never reads a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    node exporter never reads a half-written file. Written on every run, the same text
+    included, so node exporter's node_textfile_mtime_seconds says when the collector last ran."""
+    return write_text_atomic(path, text, mode, only_if_changed=False)

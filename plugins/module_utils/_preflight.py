@@ -21,14 +21,17 @@ import math
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _gpu_tables as tables
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _pci_ids as pci_ids
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _storage as storage
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _engine_settings as engine_cfg
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as vram
+from ansible_collections.llmops.gpu_stack.plugins.module_utils._fsutil import format_bytes as _gib
 
 BLOCKING = "blocking"
 WARNING = "warning"
 # A need within this fraction of its limit passes with a warning: estimates are not exact.
 NEAR_LIMIT = 0.05
 # Host RAM per engine worker process (Python, torch, CUDA runtime, tokenizer).
-WORKER_RAM_BYTES = 2 * vram.GIB
+WORKER_RAM_BYTES = 2 * fsutil.GIB
 DEFAULT_CONTEXT_LENGTH = 32768
 DEFAULT_MAX_NUM_SEQS = 16
 DEFAULT_MAX_NUM_SEQS_LLAMA_CPP = 4
@@ -47,10 +50,6 @@ GGUF_DTYPE_ALTERNATIVES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")
 def result(check, ok, severity, message, numbers=None, fix=None):
     return {"check": check, "ok": bool(ok), "severity": severity, "message": message,
             "numbers": numbers or {}, "fix": None if ok else fix}
-
-
-def _gib(value):
-    return vram.format_bytes(value)
 
 
 def _settings_source(plan):
@@ -133,7 +132,7 @@ def normalize_plan(plan, profile=None):
     plan["allowed_fs_types"] = list(plan.get("allowed_fs_types") or storage.DEFAULT_ALLOWED_FS_TYPES)
     margin = plan.get("disk_margin_fraction")
     plan["disk_margin_fraction"] = 0.1 if margin is None else float(margin)
-    plan["disk_margin_min_bytes"] = int(plan.get("disk_margin_min_bytes") or vram.GIB)
+    plan["disk_margin_min_bytes"] = int(plan.get("disk_margin_min_bytes") or fsutil.GIB)
     if problems:
         raise ValueError("invalid preflight input: " + "; ".join(problems))
     return plan
@@ -403,7 +402,7 @@ def check_gpu_memory_free(plan, gpus):
         return result("gpu_memory_free", True, BLOCKING,
                       "%.0f%% of each GPU's memory is free to claim" % (util * 100), numbers)
     worst = min(short, key=lambda g: g["memory_free"] / float(g["memory_total"]))
-    suggested = math.floor(100.0 * max(0, worst["memory_free"] - 512 * vram.MIB) / worst["memory_total"]) / 100.0
+    suggested = math.floor(100.0 * max(0, worst["memory_free"] - 512 * fsutil.MIB) / worst["memory_total"]) / 100.0
     details = ", ".join("GPU %d has %s of %s free (%s in use)" % (
         g["index"], _gib(g["memory_free"]), _gib(g["memory_total"]), _gib(g["memory_total"] - g["memory_free"]))
         for g in short)
@@ -675,11 +674,11 @@ def derive_settings(profile, plan, budget, device):
     budget = int(budget * (1 - NEAR_LIMIT))
 
     def fitting_context(at):
-        fit = vram.largest_fitting_context(profile, at, budget, start_context)
+        fit = engine_cfg.largest_fitting_context(profile, at, budget, start_context)
         return vram.round_context_down(fit) if fit and fit < start_context else fit
 
     if context_set:
-        most = vram.largest_fitting_seqs(profile, est, budget, cap)
+        most = engine_cfg.largest_fitting_seqs(profile, est, budget, cap)
         plan["max_num_seqs"] = most or 1
         info.update(rule="context set: the most sequences that fit, at most %d" % cap, fits=most is not None)
         return info
@@ -689,7 +688,7 @@ def derive_settings(profile, plan, budget, device):
         plan["context_length"] = context if fits else minimum
         info.update(rule="sequences set: the longest context that fits, at most %d" % start_context, fits=fits)
         return info
-    most = vram.largest_fitting_seqs(profile, est, budget, cap)
+    most = engine_cfg.largest_fitting_seqs(profile, est, budget, cap)
     if most:
         plan["max_num_seqs"] = most
         info.update(rule="context %d; the most sequences that fit, at most %d" % (start_context, cap), fits=True)
@@ -761,21 +760,21 @@ def _settings(profile, plan, estimate, gpus, device, host):
         total = min(g["memory_total"] for g in gpus)
         if plan["engine"] == "llama_cpp":
             free = min(g["memory_free"] if g.get("memory_free") is not None else g["memory_total"] for g in gpus)
-            settings = vram.engine_settings(profile, estimate, total, free, 1.0, max_num_batched_tokens=batched)
+            settings = engine_cfg.engine_settings(profile, estimate, total, free, 1.0, max_num_batched_tokens=batched)
             settings["gpu_memory_utilization"] = None
         else:
             # Not lowered to the free memory: see derive_settings.
-            settings = vram.engine_settings(profile, estimate, total, None, plan["gpu_memory_utilization"],
+            settings = engine_cfg.engine_settings(profile, estimate, total, None, plan["gpu_memory_utilization"],
                                             max_num_batched_tokens=batched)
         settings["memory_source"] = _gpu_source(gpus)
     elif device == "cpu":
-        settings = vram.engine_settings(profile, estimate, host_available_bytes=host.get("mem_available_bytes"),
+        settings = engine_cfg.engine_settings(profile, estimate, host_available_bytes=host.get("mem_available_bytes"),
                                         max_num_batched_tokens=batched)
         settings["memory_source"] = "meminfo"
     else:
         return None
     if plan.get("activation_dtype"):
-        settings["dtype"] = vram.activation_dtype_arg(profile, tables.normalize_dtype(plan["activation_dtype"]))
+        settings["dtype"] = engine_cfg.activation_dtype_arg(profile, tables.normalize_dtype(plan["activation_dtype"]))
     elif settings["dtype"] == "bfloat16" and gpus:
         # A quantized checkpoint computes in bf16 only where the GPUs have it (8.0); fp16 below.
         lowest = min((g["compute_capability"] for g in gpus if g.get("compute_capability")),

@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import time
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
 from ansible_collections.llmops.gpu_stack.plugins.module_utils._gpu_tables import (
     compare_versions,
     cuda_major_minor,
@@ -455,12 +456,7 @@ def prefixes_to_prune(path, current, keep):
 def swap_symlink(path, prefix):
     """Point `path` at `prefix` with one rename(2): readers see the old or the new, never neither."""
     parent = os.path.dirname(os.path.normpath(path))
-    target = os.path.basename(prefix) if os.path.dirname(prefix) == parent else prefix
-    temporary = "%s.swap-%d" % (os.path.normpath(path), os.getpid())
-    if os.path.lexists(temporary):
-        os.unlink(temporary)
-    os.symlink(target, temporary)
-    os.replace(temporary, path)
+    fsutil.swap_symlink(path, os.path.basename(prefix) if os.path.dirname(prefix) == parent else prefix)
 
 
 # --- commands --------------------------------------------------------------------------------

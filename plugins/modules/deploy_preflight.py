@@ -391,7 +391,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _plan as plan_utils
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _preflight as preflight
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _storage as storage
-from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as vram
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _gguf as gguf_file
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_catalogue as catalogue
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_profile as profiles
 from ansible_collections.llmops.gpu_stack.plugins.module_utils._nvml import DEFAULT_BINDINGS_PATH, collect_gpu_facts
 
 PLAN_KEYS = ("engine", "dtype", "kv_cache_dtype", "context_length", "max_num_seqs", "tensor_parallel_size",
@@ -467,15 +470,15 @@ def _finish(report):
 def model_profile(model, model_dir):
     """(profile, None) for a served model, or (None, reason) when it cannot be sized."""
     if model["profile"]:
-        return vram.get_profile(model["profile"]), None
+        return catalogue.get_profile(model["profile"]), None
     if model["architecture"]:
-        return vram.normalize_profile(model["architecture"]), None
+        return catalogue.normalize_profile(model["architecture"]), None
     path = os.path.join(model_dir, "current", model["file"] or "")
     if not model["file"] or not os.path.isfile(path):
         return None, ("cannot size %s: give profile or architecture, or place the file first (%s does not exist)"
                       % (model["name"], path))
     try:
-        return vram.profile_from_gguf(path, name=model["name"]), None
+        return gguf_file.profile_from_gguf(path, name=model["name"]), None
     except ValueError as exc:
         return None, "cannot size %s: %s" % (model["name"], exc)
 
@@ -485,7 +488,7 @@ def unsized_report(model, plan, gpus, reason):
     check = preflight.result("model_profile", False, preflight.BLOCKING, reason,
                              {"file": model["file"], "model_path": plan["model_path"]},
                              "set profile (one of %s) or architecture in %s, or place the file first (the "
-                             "model_storage role) and run again" % (", ".join(vram.list_profiles()), model["var"]))
+                             "model_storage role) and run again" % (", ".join(catalogue.list_profiles()), model["var"]))
     source = dict((key, "set" if model.get(key) is not None else "derived")
                   for key in ("max_model_len", "max_num_seqs", "gpu_memory_utilization", "max_num_batched_tokens"))
     return {"ok": False, "blocked": True, "device": None, "gpus_used": list(gpus), "plan": plan, "estimate": None,
@@ -521,7 +524,7 @@ def check_models(params, gpu, facts_for=None):
         model_dir = model["model_path"] or os.path.join(params["model_root"], name)
         plan = plan_utils.plan_to_preflight(model, assignment[name], shares.get(name), len(indices))
         plan.update((key, params[key]) for key in HOST_KEYS)
-        plan["disk_margin_min_bytes"] = int(params["disk_margin_min_gib"] * vram.GIB)
+        plan["disk_margin_min_bytes"] = int(params["disk_margin_min_gib"] * fsutil.GIB)
         plan["model_path"] = model_dir
         try:
             profile, reason = model_profile(model, model_dir)
@@ -620,14 +623,14 @@ def main():
         module.exit_json(**result)
 
     try:
-        profile = vram.load_profile(params["model"], params["architecture"], params["config_path"])
+        profile = profiles.load_profile(params["model"], params["architecture"], params["config_path"])
     except ValueError as exc:
         module.fail_json(msg="cannot build the model profile: %s" % exc)
 
     if gpu is None:
         gpu = collect_gpu_facts(bindings_path=params["bindings_path"])
     plan = dict((key, params[key]) for key in PLAN_KEYS)
-    plan["disk_margin_min_bytes"] = int(params["disk_margin_min_gib"] * vram.GIB)
+    plan["disk_margin_min_bytes"] = int(params["disk_margin_min_gib"] * fsutil.GIB)
     try:
         report = preflight.run_preflight(profile, plan, gpu, host_facts(params["model_path"]))
     except ValueError as exc:

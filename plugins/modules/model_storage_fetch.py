@@ -256,6 +256,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_fetch as fetching
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
 
 HF_IMPORT_ERROR = None
@@ -288,7 +289,7 @@ def ensure_dest(module, dest, gid):
     area = os.path.dirname(parent)
     if not os.path.isdir(area):
         module.fail_json(msg="%s does not exist; create the download area first." % area)
-    ms.makedirs_owned(parent, area, mode=0o700, gid=0)
+    fetching.makedirs_owned(parent, area, mode=0o700, gid=0)
     if not os.path.isdir(dest):
         os.mkdir(dest, 0o750)
         os.chown(dest, 0, gid)
@@ -297,11 +298,11 @@ def ensure_dest(module, dest, gid):
 
 def space_or_fail(module, params, files, result):
     total = sum(item["size"] for item in files if item.get("size") is not None)
-    there = ms.present_bytes(params["dest"], files) if os.path.isdir(params["dest"]) else 0
-    check = ms.space_check(params["dest"], total, there, params["margin_fraction"], params["margin_min_bytes"])
+    there = fetching.present_bytes(params["dest"], files) if os.path.isdir(params["dest"]) else 0
+    check = fetching.space_check(params["dest"], total, there, params["margin_fraction"], params["margin_min_bytes"])
     result["space"] = check
     if not check["ok"]:
-        result["msg"] = ms.space_message("The revision in %s" % params["dest"], params["dest"], check)
+        result["msg"] = fetching.space_message("The revision in %s" % params["dest"], params["dest"], check)
         module.fail_json(**result)
 
 
@@ -315,7 +316,7 @@ def url_files(module, params, opener):
         size = item.get("size")
         if size is None:
             try:
-                size = ms.head_size(opener, item["url"], params["headers"], params["timeout"])
+                size = fetching.head_size(opener, item["url"], params["headers"], params["timeout"])
             except ms.StorageError as exc:
                 module.fail_json(msg=str(exc))
             if size is None:
@@ -333,7 +334,7 @@ def run_url(module, params, result):
     result["expected"] = dict((f["path"], f["sha256"]) for f in files if f["sha256"])
     space_or_fail(module, params, files, result)
     dest = params["dest"]
-    stale = ms.unlisted_files(dest, [f["path"] for f in files]) if os.path.isdir(dest) else []
+    stale = fetching.unlisted_files(dest, [f["path"] for f in files]) if os.path.isdir(dest) else []
     todo = []
     for item in files:
         final = os.path.join(dest, item["path"])
@@ -353,10 +354,10 @@ def run_url(module, params, result):
     result["removed"] = stale
 
     def fetch_one(item):
-        return ms.fetch_http_file(opener, item["url"], dest, item["path"], size=item["size"],
+        return fetching.fetch_http_file(opener, item["url"], dest, item["path"], size=item["size"],
                                   headers=params["headers"], timeout=params["timeout"], gid=gid)
 
-    done, errors = ms.fetch_all(todo, fetch_one, params["parallel"], params["retries"])
+    done, errors = fetching.fetch_all(todo, fetch_one, params["parallel"], params["retries"])
     for item in done:
         result[item["status"]].append(item["path"])
         result["bytes_downloaded"] += item["bytes"]
@@ -370,7 +371,7 @@ def run_url(module, params, result):
 
 def run_hf(module, params, result):
     dest = params["dest"]
-    kwargs = ms.hf_snapshot_kwargs(params["repo_id"], params["commit"], dest, params["token"],
+    kwargs = fetching.hf_snapshot_kwargs(params["repo_id"], params["commit"], dest, params["token"],
                                    params["allow_patterns"], params["ignore_patterns"], params["hf_max_workers"],
                                    params["endpoint"])
     result["plan"] = dict((k, v) for k, v in kwargs.items() if k != "token")
@@ -389,7 +390,7 @@ def run_hf(module, params, result):
         module.fail_json(msg="Listing %s at %s on %s failed: %s. Check repo_id, commit, the token (gated models) "
                              "and that the hub (or the mirror in endpoint) is reachable."
                              % (params["repo_id"], params["commit"], params["endpoint"], exc))
-    plan = ms.hf_plan(tree, params["allow_patterns"], params["ignore_patterns"])
+    plan = fetching.hf_plan(tree, params["allow_patterns"], params["ignore_patterns"])
     if not plan:
         module.fail_json(msg="No file of %s at %s matches allow_patterns %s / ignore_patterns %s."
                              % (params["repo_id"], params["commit"], params["allow_patterns"], params["ignore_patterns"]))
@@ -402,7 +403,7 @@ def run_hf(module, params, result):
         return os.path.isfile(full) and os.path.getsize(full) == entry["size"]
 
     complete = [f["path"] for f in plan if whole(f)]
-    if len(complete) == len(plan) and not ms.check_hf_download(dest, plan):
+    if len(complete) == len(plan) and not fetching.check_hf_download(dest, plan):
         result["present"] = complete
         module.exit_json(**result)
     if module.check_mode:
@@ -411,14 +412,14 @@ def run_hf(module, params, result):
         module.exit_json(**result)
     gid = resolve_group(module, params["group"])
     ensure_dest(module, dest, gid)
-    before = ms.present_bytes(dest, plan)
+    before = fetching.present_bytes(dest, plan)
     try:
         huggingface_hub.snapshot_download(**kwargs)
     except Exception as exc:
         result["msg"] = ("Downloading %s at %s did not complete: %s. Run again to resume; finished files are kept."
                          % (params["repo_id"], params["commit"], exc))
         module.fail_json(**result)
-    problems = ms.check_hf_download(dest, plan)
+    problems = fetching.check_hf_download(dest, plan)
     if problems:
         result["msg"] = "The download of %s at %s is not what the hub lists: %s." % (
             params["repo_id"], params["commit"], "; ".join(problems))

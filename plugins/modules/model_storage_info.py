@@ -168,25 +168,27 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _block_devices as blockdev
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_revisions as revs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _storage
 
 
 def device_facts(module, device):
     facts = {"path": device, "exists": False, "block": False, "blkid": {}, "mounted_at": [],
-             "dm_available": os.path.exists(ms.DM_CONTROL)}
+             "dm_available": os.path.exists(blockdev.DM_CONTROL)}
     if not device:
         return facts
     facts["exists"] = os.path.exists(device)
-    facts["block"] = ms.is_block_device(device)
+    facts["block"] = blockdev.is_block_device(device)
     if facts["block"]:
         rc, out, err = module.run_command(["blkid", "-p", "-o", "export", device])
         # 2: nothing recognised on the device (an empty device).
         if rc not in (0, 2):
             module.fail_json(msg="blkid -p %s failed (rc %d): %s" % (device, rc, err.strip()))
-        facts["blkid"] = ms.parse_blkid_export(out)
+        facts["blkid"] = blockdev.parse_blkid_export(out)
         real = os.path.realpath(device)
-        mounts = ms.mounted_devices(_storage.read_mountinfo())
+        mounts = blockdev.mounted_devices(_storage.read_mountinfo())
         facts["mounted_at"] = sorted(set(mounts.get(device, []) + mounts.get(real, [])))
     return facts
 
@@ -195,7 +197,7 @@ def check_device(params, facts):
     device = params["device"]
     prefix = params["variable_prefix"]
     found = []
-    if not ms.DEVICE_RE.match(device):
+    if not blockdev.DEVICE_RE.match(device):
         return [ms.problem("device", device, "%r is not a device path under /dev" % device,
                            "give the block device or logical volume, e.g. /dev/nvme1n1 or /dev/vg0/models")]
     if not facts["block"]:
@@ -203,7 +205,7 @@ def check_device(params, facts):
         return [ms.problem("device", device, "%s %s" % (device, why),
                            "give an existing block device or logical volume, or leave %sdevice empty to use an "
                            "existing mount" % prefix)]
-    found.extend(ms.check_device_content("device", device, facts["blkid"], params["fstype"], params["luks"],
+    found.extend(blockdev.check_device_content("device", device, facts["blkid"], params["fstype"], params["luks"],
                                          params["force_format"], "force_format", prefix))
     others = [point for point in facts["mounted_at"] if os.path.normpath(point) != os.path.normpath(params["mount"])]
     if others:
@@ -219,7 +221,7 @@ def check_device(params, facts):
                                 "unmount it, or choose another %smount" % prefix))
     if params["luks"] and not facts["dm_available"]:
         found.append(ms.problem(
-            "luks", True, "LUKS needs the kernel's device-mapper with dm-crypt, and %s is missing" % ms.DM_CONTROL,
+            "luks", True, "LUKS needs the kernel's device-mapper with dm-crypt, and %s is missing" % blockdev.DM_CONTROL,
             "load it (modprobe dm_crypt) on a kernel that has it, or set %sluks to false" % prefix))
     if not ms.is_within(params["root"], params["mount"]):
         found.append(ms.problem("root", params["root"], "%s is not on the new file system mounted at %s"
@@ -252,9 +254,9 @@ def models_facts(params, found):
         name = model.get("name") if isinstance(model, dict) else None
         if not isinstance(name, str) or ms.check_name("name", name) or name in result:
             continue
-        layout = ms.Layout(params["root"], name)
+        layout = revs.Layout(params["root"], name)
         try:
-            state = ms.model_state(layout)
+            state = revs.model_state(layout)
         except ms.StorageError as exc:
             found.append(ms.problem("models[%d].name" % index, name, str(exc), "see the message"))
             continue

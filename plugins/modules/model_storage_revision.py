@@ -161,6 +161,9 @@ import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_archive as archives
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_revisions as revs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
 
 
@@ -177,7 +180,7 @@ def remove_revision_files(layout, revision, cache_dir, archived):
 def state_current(module, layout, params, result):
     revision = params["revision"]
     check = module.check_mode
-    state = ms.model_state(layout)
+    state = revs.model_state(layout)
     result["previous"] = state["current"]
     present = list(state["revisions"])
     if revision not in present:
@@ -189,38 +192,38 @@ def state_current(module, layout, params, result):
             if not os.path.isfile(layout.manifest(revision)):
                 module.fail_json(msg="%s has no manifest %s: only a verified revision is published. Run the role's "
                                      "verification step first." % (revision, layout.manifest(revision)))
-            ms.publish(layout, revision)
+            revs.publish(layout, revision)
         result["published"] = True
         present.append(revision)
     if state["current"] != revision:
         if not check:
-            ms.switch_current(layout, revision)
+            revs.switch_current(layout, revision)
         result["switched"] = True
-    history = ms.record_activation(state["history"], revision)
-    kept, pruned = ms.plan_retention(revision, present, history, params["keep"])
+    history = revs.record_activation(state["history"], revision)
+    kept, pruned = revs.plan_retention(revision, present, history, params["keep"])
     result["kept"] = kept
     zstd = params["archive"] == "zstd"
     for old in pruned:
         if not check:
             if zstd:
-                ms.archive_revision(layout, old, params["archive_level"], module.run_command)
+                archives.archive_revision(layout, old, params["archive_level"], module.run_command)
             else:
                 shutil.rmtree(layout.revision(old))
             remove_revision_files(layout, old, params["cache_dir"], zstd)
         if zstd and old not in state["archives"]:
             result["archived"].append(old)
         result["removed"].append(old)
-    text = ms.history_text(history)
+    text = revs.history_text(history)
     if not check:
         gid = grp.getgrnam(params["group"]).gr_gid
-        if ms.write_atomic(layout.history, text, 0o640, 0, gid):
+        if fsutil.write_text_atomic(layout.history, text, 0o640, 0, gid):
             result["changed"] = True
         st = os.stat(layout.history)
         if (st.st_uid, st.st_gid, st.st_mode & 0o7777) != (0, gid, 0o640):
             os.chown(layout.history, 0, gid)
             os.chmod(layout.history, 0o640)
             result["changed"] = True
-    elif ms.history_text(state["history"]) != text:
+    elif revs.history_text(state["history"]) != text:
         result["changed"] = True
     if result["published"] or result["switched"] or result["removed"]:
         result["changed"] = True
@@ -233,7 +236,7 @@ def state_restored(module, layout, params, result):
     if not os.path.isfile(layout.archive(revision)):
         module.fail_json(msg="%s has no archive %s to restore." % (revision, layout.archive(revision)))
     if not module.check_mode:
-        ms.restore_archive(layout, revision, module.run_command)
+        archives.restore_archive(layout, revision, module.run_command)
     result["restored"] = True
     result["changed"] = True
 
@@ -269,7 +272,7 @@ def main():
         # In check mode on a fresh host the role has not created the group yet.
         if not module.check_mode:
             module.fail_json(msg="The group %s does not exist; create it or set group." % params["group"])
-    layout = ms.Layout(params["root"], params["name"])
+    layout = revs.Layout(params["root"], params["name"])
     result = dict(changed=False, revision=params["revision"], previous=None, published=False, switched=False,
                   restored=False, kept=[], removed=[], archived=[], current_path=layout.current,
                   revision_path=layout.revision(params["revision"]))

@@ -15,8 +15,9 @@ JOURNAL_UNITS = (UNIT,)
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 SCENARIO = pathlib.Path(__file__).resolve().parents[1]
 SETTINGS = "/etc/gpu_stack/gpu_tuning.json"
-LIBRARY = "/opt/gpu_stack/lib/gpu_tuning"
-SCRIPT = LIBRARY + "/gpu_tuning_apply.py"
+LIBRARY = "/opt/gpu_stack/lib/module_utils"
+SCRIPT_DIR = "/opt/gpu_stack/lib/gpu_tuning"
+SCRIPT = SCRIPT_DIR + "/gpu_tuning_apply.py"
 
 
 def scenario_vars(host):
@@ -72,7 +73,7 @@ def test_settings_file_is_rendered_from_the_variables(host):
     assert config["state_dir"] == "/run/gpu_stack" and config["bindings_path"] == "/opt/gpu_stack/python"
 
 
-@pytest.mark.parametrize("name", ["_gpu_settings.py", "_nvml.py", "_gpu_tables.py"])
+@pytest.mark.parametrize("name", ["_gpu_settings.py", "_nvml.py", "_gpu_tables.py", "_fsutil.py", "_standalone.py"])
 def test_boot_script_runs_the_modules_own_code(host, name):
     installed = host.file(LIBRARY + "/" + name)
     assert (installed.user, installed.mode) == ("root", 0o644)

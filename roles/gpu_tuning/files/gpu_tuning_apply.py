@@ -5,7 +5,8 @@
 
 Persistence mode, clocks, power limits and compute modes reset on every reboot and driver
 reload. The gpu_tuning role applies them with the gpu_settings module and installs this
-script with the collection's module_utils beside it; gpu-stack-tuning.service runs it at
+script, and the collection's module_utils it runs in the host's one copy of them
+(<base>/lib/module_utils, beside this script's directory); gpu-stack-tuning.service runs it at
 every boot, after the driver and the persistence daemon are up. It reads the settings the
 role rendered from its variables (one JSON file) and applies them through the same
 functions the module uses, so a boot and a playbook run cannot disagree.
@@ -29,13 +30,12 @@ import json
 import os
 import sys
 import time
-import types
 
 DEFAULT_CONFIG = "/etc/gpu_stack/gpu_tuning.json"
-# The role installs the module_utils next to this script.
-DEFAULT_LIBRARY = os.path.dirname(os.path.abspath(__file__))
+# The shared role installs the module_utils once per host, beside this script's directory.
+DEFAULT_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
 PACKAGE = "ansible_collections.llmops.gpu_stack.plugins.module_utils"
-MODULE_UTILS = ("_gpu_tables", "_nvml", "_gpu_settings")
+MODULE_UTILS = ("_gpu_tables", "_nvml", "_fsutil", "_gpu_settings")   # in dependency order
 CONFIG_FORMAT = 1
 REQUEST_KEYS = ("persistence_mode", "power_limit", "application_clocks", "locked_clocks", "compute_mode")
 DEFAULT_KEYS = REQUEST_KEYS + ("reset_application_clocks", "reset_locked_clocks")
@@ -214,27 +214,20 @@ def _text(value):
     return value
 
 
-def load_libraries(library):
-    """(_gpu_settings, _nvml): the collection's module_utils, loaded from the .py files in
-    library under their collection module names (so their own imports resolve), or, with
-    an empty library, imported from the Python path (a collection checkout)."""
-    if library:
-        parent = ""
-        for part in PACKAGE.split("."):
-            parent = part if not parent else parent + "." + part
-            if parent not in sys.modules:
-                package = types.ModuleType(parent)
-                package.__path__ = []
-                sys.modules[parent] = package
-        for name in MODULE_UTILS:   # in dependency order
-            path = os.path.join(library, name + ".py")
-            if not os.path.isfile(path):
-                raise ImportError("%s is missing" % path)
-            spec = importlib.util.spec_from_file_location(PACKAGE + "." + name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-    return (importlib.import_module(PACKAGE + "._gpu_settings"), importlib.import_module(PACKAGE + "._nvml"))
+def load_module_utils(library):
+    """The collection's MODULE_UTILS, loaded by its own loader (_standalone.py) from the .py
+    files in library, or, with an empty library, imported from the Python path (a collection
+    checkout). Raises ImportError naming the first missing file."""
+    if not library:
+        return [importlib.import_module(PACKAGE + "." + name) for name in MODULE_UTILS]
+    paths = [os.path.join(library, name + ".py") for name in MODULE_UTILS + ("_standalone",)]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ImportError("%s is missing" % path)
+    spec = importlib.util.spec_from_file_location("gpu_stack_standalone", paths[-1])
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    return loader.load(library, MODULE_UTILS)
 
 
 def pci_gpu_count(nvml_lib, sysfs_root):
@@ -249,7 +242,7 @@ def main(argv=None, log=print):
     parser = argparse.ArgumentParser(description="Apply the gpu_tuning settings to this host's GPUs.")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="settings file (default %(default)s)")
     parser.add_argument("--library", default=DEFAULT_LIBRARY,
-                        help="directory of the collection's module_utils (default: this script's directory); "
+                        help="directory of the collection's module_utils (default: ../module_utils from this script); "
                              "empty: import them from the Python path")
     parser.add_argument("--check", action="store_true", help="report what would change and change nothing")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -270,11 +263,11 @@ def main(argv=None, log=print):
     if args.state_dir:
         config["state_dir"] = args.state_dir
     try:
-        libs = load_libraries(args.library)
+        _tables, nvml_lib, _fsutil, settings_lib = load_module_utils(args.library)
     except ImportError as exc:
         log("gpu-tuning: the collection's module_utils are missing from %s (%s). Fix: %s." % (args.library, exc, FIX_RERUN))
         return 2
-    settings_lib, nvml_lib = libs
+    libs = (settings_lib, nvml_lib)
 
     gpus_on_bus = pci_gpu_count(nvml_lib, args.sysfs_root)
     if gpus_on_bus == 0:

@@ -3,9 +3,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Write this host's GPU metrics for node exporter's textfile collector.
 
-The llmops.gpu_stack.observability role installs this script with the collection's
-module_utils beside it (_gpu_tables.py, _nvml.py, _nvml_metrics.py) and runs it from a
-systemd timer. One NVML session per run; the file is replaced atomically.
+The llmops.gpu_stack.observability role installs this script, and the collection's
+module_utils it runs (_gpu_tables.py, _nvml.py, _fsutil.py, _nvml_metrics.py) in the host's one copy of
+them (<base>/lib/module_utils), and runs it from a systemd timer. One NVML session per run; the file is replaced atomically.
 
 Exit status: 0 the file was written (also on a host without GPU or with NVML unusable: the
 file then says gpu_stack_gpu_collector_up 0 and why); 2 the file or the library could not
@@ -20,37 +20,30 @@ import importlib.util
 import json
 import os
 import sys
-import types
 
 PACKAGE = "ansible_collections.llmops.gpu_stack.plugins.module_utils"
-MODULE_UTILS = ("_gpu_tables", "_nvml", "_nvml_metrics")
-DEFAULT_LIBRARY = os.path.dirname(os.path.abspath(__file__))
+MODULE_UTILS = ("_gpu_tables", "_nvml", "_fsutil", "_nvml_metrics")   # in dependency order
+# The shared role installs the module_utils once per host, beside this script's directory.
+DEFAULT_LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
 DEFAULT_OUTPUT = "/var/lib/prometheus/node-exporter/gpu_stack_gpu.prom"
 DEFAULT_TUNING = "/etc/gpu_stack/gpu_tuning.json"
 FIX_RERUN = "run the llmops.gpu_stack.observability role again, which installs both"
 
 
-def load_library(library):
-    """The collection's _nvml_metrics, loaded from the .py files in library under their
-    collection module names (so their own imports resolve), or, with an empty library,
-    imported from the Python path (a collection checkout)."""
-    if library:
-        parent = ""
-        for part in PACKAGE.split("."):
-            parent = part if not parent else parent + "." + part
-            if parent not in sys.modules:
-                package = types.ModuleType(parent)
-                package.__path__ = []
-                sys.modules[parent] = package
-        for name in MODULE_UTILS:   # in dependency order
-            path = os.path.join(library, name + ".py")
-            if not os.path.isfile(path):
-                raise ImportError("%s is missing" % path)
-            spec = importlib.util.spec_from_file_location(PACKAGE + "." + name, path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-    return importlib.import_module(PACKAGE + "._nvml_metrics")
+def load_module_utils(library):
+    """The collection's MODULE_UTILS, loaded by its own loader (_standalone.py) from the .py
+    files in library, or, with an empty library, imported from the Python path (a collection
+    checkout). Raises ImportError naming the first missing file."""
+    if not library:
+        return [importlib.import_module(PACKAGE + "." + name) for name in MODULE_UTILS]
+    paths = [os.path.join(library, name + ".py") for name in MODULE_UTILS + ("_standalone",)]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ImportError("%s is missing" % path)
+    spec = importlib.util.spec_from_file_location("gpu_stack_standalone", paths[-1])
+    loader = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loader)
+    return loader.load(library, MODULE_UTILS)
 
 
 def read_tuning(path):
@@ -67,7 +60,7 @@ def main(argv=None, nvml=None):
     parser = argparse.ArgumentParser(description="Write GPU metrics for node exporter's textfile collector.")
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help="metrics file (default %(default)s)")
     parser.add_argument("--library", default=DEFAULT_LIBRARY,
-                        help="directory of the collection's module_utils (default: this script's directory); "
+                        help="directory of the collection's module_utils (default: ../module_utils from this script); "
                              "empty: import them from the Python path")
     parser.add_argument("--bindings-path", default="/opt/gpu_stack/python", help="directory of the pynvml binding")
     parser.add_argument("--tuning-config", default=DEFAULT_TUNING,
@@ -77,7 +70,7 @@ def main(argv=None, nvml=None):
     args = parser.parse_args(argv)
 
     try:
-        metrics_lib = load_library(args.library)
+        metrics_lib = load_module_utils(args.library)[-1]
     except ImportError as exc:
         print("gpu-stack-nvml-textfile: the collection's module_utils are missing from %s (%s). Fix: %s."
               % (args.library, exc, FIX_RERUN), file=sys.stderr)

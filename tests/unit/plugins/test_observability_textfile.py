@@ -38,11 +38,13 @@ serving = load("gpu_stack_serving_textfile")
 # -- NVML collector script ---------------------------------------------------------------
 
 def install(tmp_path):
-    """The layout the role installs: script and module_utils side by side."""
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    shutil.copy(os.path.join(FILES, "gpu_stack_nvml_textfile.py"), str(lib))
-    for name in ("_gpu_tables.py", "_nvml.py", "_nvml_metrics.py"):
+    """The layout the roles install: the script in lib/observability, the host's one copy of the
+    module_utils (with their loader) in lib/module_utils. Returns the module_utils directory."""
+    lib = tmp_path / "lib" / "module_utils"
+    lib.mkdir(parents=True)
+    (tmp_path / "lib" / "observability").mkdir()
+    shutil.copy(os.path.join(FILES, "gpu_stack_nvml_textfile.py"), str(tmp_path / "lib" / "observability"))
+    for name in ("_gpu_tables.py", "_nvml.py", "_fsutil.py", "_nvml_metrics.py", "_standalone.py"):
         shutil.copy(os.path.join(MODULE_UTILS, name), str(lib))
     return lib
 
@@ -54,7 +56,7 @@ def test_installed_script_on_a_host_without_gpu_writes_collector_down(tmp_path):
     out.mkdir()
     sysfs = fake.empty_sysfs(tmp_path)
     proc = subprocess.run(
-        [sys.executable, str(lib / "gpu_stack_nvml_textfile.py"), "--output", str(out / "gpu.prom"),
+        [sys.executable, str(lib.parent / "observability" / "gpu_stack_nvml_textfile.py"), "--output", str(out / "gpu.prom"),
          "--bindings-path", str(tmp_path / "none"), "--tuning-config", str(tmp_path / "none.json"),
          "--kernel-log", str(tmp_path / "no-kmsg"), "--sysfs-root", sysfs],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False,

@@ -12,7 +12,7 @@ import fake_pynvml as fake
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _engine_args as e
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _nvml as n
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _preflight as p
-from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as v
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_catalogue as catalogue
 
 GIB = 1024 ** 3
 HOST = {"mem_total_bytes": 2048 * GIB, "mem_available_bytes": 1900 * GIB}
@@ -21,7 +21,7 @@ HOST = {"mem_total_bytes": 2048 * GIB, "mem_available_bytes": 1900 * GIB}
 def settings_for(model, plan, nvml, tmp_path, engine):
     root = tempfile.mkdtemp(dir=str(tmp_path))
     gpu = n.collect_gpu_facts(nvml=nvml, sysfs_root=fake.empty_sysfs(root), proc_root=root)
-    report = p.run_preflight(v.get_profile(model), dict(plan, engine=engine), gpu, HOST)
+    report = p.run_preflight(catalogue.get_profile(model), dict(plan, engine=engine), gpu, HOST)
     assert report["ok"], report["blocking"]
     s = dict(report["engine_settings"])
     s.update(model="/models/current", served_model_name=model, port=8001)

@@ -17,6 +17,11 @@ import types
 
 import pytest
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _block_devices as blockdev
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_archive as archives
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_fetch as fetching
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_revisions as revs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
@@ -137,9 +142,9 @@ BLKID_VFAT = "DEVNAME=/dev/loop1\nSEC_TYPE=msdos\nUUID=6456-EF2F\nVERSION=FAT16\
 
 
 def test_parse_blkid():
-    info = ms.parse_blkid_export(BLKID_VFAT)
+    info = blockdev.parse_blkid_export(BLKID_VFAT)
     assert info["TYPE"] == "vfat" and info["UUID"] == "6456-EF2F"
-    assert ms.parse_blkid_export("") == {}
+    assert blockdev.parse_blkid_export("") == {}
 
 
 @pytest.mark.parametrize("blkid,fstype,luks,force,refused", [
@@ -155,7 +160,7 @@ def test_parse_blkid():
     ({"TYPE": "ext4", "USAGE": "filesystem"}, "ext4", True, False, True),
 ])
 def test_device_content(blkid, fstype, luks, force, refused):
-    problems = ms.check_device_content("device", "/dev/loop1", blkid, fstype, luks, force, "force_format")
+    problems = blockdev.check_device_content("device", "/dev/loop1", blkid, fstype, luks, force, "force_format")
     assert bool(problems) == refused
     if refused:
         assert "force_format" in problems[0]["fix"]
@@ -163,14 +168,14 @@ def test_device_content(blkid, fstype, luks, force, refused):
 
 
 def test_vfat_refusal_text():
-    problem = ms.check_device_content("device", "/dev/loop1", ms.parse_blkid_export(BLKID_VFAT), "ext4", False,
+    problem = blockdev.check_device_content("device", "/dev/loop1", blockdev.parse_blkid_export(BLKID_VFAT), "ext4", False,
                                       False, "force_format")[0]
     assert problem["problem"] == "/dev/loop1 already holds a vfat file system; formatting it as ext4 would destroy it"
 
 
 def test_mounted_devices_and_within():
     text = "36 35 7:0 / /srv/models rw,noatime - ext4 /dev/loop0 rw\n37 35 7:1 / /mnt/x rw - fuseblk /dev/loop1 rw\n"
-    assert ms.mounted_devices(text) == {"/dev/loop0": ["/srv/models"], "/dev/loop1": ["/mnt/x"]}
+    assert blockdev.mounted_devices(text) == {"/dev/loop0": ["/srv/models"], "/dev/loop1": ["/mnt/x"]}
     assert ms.is_within("/srv/models/store", "/srv/models")
     assert not ms.is_within("/srv/models2", "/srv/models")
 
@@ -179,7 +184,7 @@ def test_mounted_devices_and_within():
 
 @pytest.fixture
 def layout(tmp_path):
-    lay = ms.Layout(str(tmp_path / "models"), "tiny")
+    lay = revs.Layout(str(tmp_path / "models"), "tiny")
     for path in (lay.revisions_dir, lay.manifests_dir, lay.archive_dir, lay.incoming_dir):
         os.makedirs(path)
     return lay
@@ -198,7 +203,7 @@ def make_revision(lay, rev, where="revisions", content=b"weights"):
 
 
 def test_layout_paths(tmp_path):
-    lay = ms.Layout("/srv/models/", "tiny")
+    lay = revs.Layout("/srv/models/", "tiny")
     assert lay.revision("r1") == "/srv/models/tiny/revisions/r1"
     assert lay.manifest("r1") == "/srv/models/tiny/manifests/r1.json"
     assert lay.archive("r1") == "/srv/models/tiny/archive/r1.tar.zst"
@@ -208,46 +213,46 @@ def test_layout_paths(tmp_path):
 
 
 def test_read_current(layout):
-    assert ms.read_current(layout) is None
+    assert revs.read_current(layout) is None
     os.symlink("revisions/r1", layout.current)
-    assert ms.read_current(layout) == "r1"
+    assert revs.read_current(layout) == "r1"
 
 
 def test_read_current_refuses_a_directory(layout):
     os.mkdir(layout.current)
     with pytest.raises(ms.StorageError, match="not a symlink"):
-        ms.read_current(layout)
+        revs.read_current(layout)
 
 
 def test_read_current_refuses_a_foreign_link(layout):
     os.symlink("/etc", layout.current)
     with pytest.raises(ms.StorageError, match="not at revisions"):
-        ms.read_current(layout)
+        revs.read_current(layout)
 
 
 def test_switch_is_a_rename_and_idempotent(layout):
     make_revision(layout, "r1")
     make_revision(layout, "r2")
-    assert ms.switch_current(layout, "r1") is True
+    assert revs.switch_current(layout, "r1") is True
     assert os.readlink(layout.current) == "revisions/r1"
     inode = os.lstat(layout.current).st_ino
-    assert ms.switch_current(layout, "r1") is False
+    assert revs.switch_current(layout, "r1") is False
     assert os.lstat(layout.current).st_ino == inode
-    assert ms.switch_current(layout, "r2") is True
+    assert revs.switch_current(layout, "r2") is True
     assert os.readlink(layout.current) == "revisions/r2"
     assert [n for n in os.listdir(layout.model_dir) if n.startswith(".current")] == []
 
 
 def test_switch_refuses_an_unpublished_revision(layout):
     with pytest.raises(ms.StorageError, match="not a published revision"):
-        ms.switch_current(layout, "r9")
+        revs.switch_current(layout, "r9")
 
 
 def test_readers_never_see_a_mix_or_nothing(layout):
     """A reader resolving current/ during many switches always finds a whole revision."""
     make_revision(layout, "r1")
     make_revision(layout, "r2")
-    ms.switch_current(layout, "r1")
+    revs.switch_current(layout, "r1")
     seen, errors = set(), []
     stop = threading.Event()
 
@@ -266,7 +271,7 @@ def test_readers_never_see_a_mix_or_nothing(layout):
     thread = threading.Thread(target=reader)
     thread.start()
     for index in range(300):
-        ms.switch_current(layout, "r2" if index % 2 == 0 else "r1")
+        revs.switch_current(layout, "r2" if index % 2 == 0 else "r1")
     stop.set()
     thread.join()
     assert errors == []
@@ -276,7 +281,7 @@ def test_readers_never_see_a_mix_or_nothing(layout):
 
 def test_publish_moves_the_download(layout):
     make_revision(layout, "r1", where="incoming")
-    assert ms.publish(layout, "r1")
+    assert revs.publish(layout, "r1")
     assert os.path.isfile(os.path.join(layout.revision("r1"), "model.bin"))
     assert not os.path.exists(layout.incoming("r1"))
 
@@ -284,16 +289,16 @@ def test_publish_moves_the_download(layout):
 def test_publish_refuses_existing_and_missing(layout):
     make_revision(layout, "r1")
     with pytest.raises(ms.StorageError, match="published already"):
-        ms.publish(layout, "r1")
+        revs.publish(layout, "r1")
     with pytest.raises(ms.StorageError, match="neither published nor fetched"):
-        ms.publish(layout, "r2")
+        revs.publish(layout, "r2")
 
 
 def test_model_state(layout):
     make_revision(layout, "r1")
     make_revision(layout, "r2", where="incoming")
-    ms.switch_current(layout, "r1")
-    state = ms.model_state(layout)
+    revs.switch_current(layout, "r1")
+    state = revs.model_state(layout)
     assert state["current"] == "r1"
     assert state["revisions"] == ["r1"]
     assert sorted(state["manifests"]) == ["r1", "r2"]
@@ -304,21 +309,21 @@ def test_model_state(layout):
 
 def test_history_roundtrip(tmp_path):
     path = str(tmp_path / "history.json")
-    assert ms.load_history(path) == []
-    history = ms.record_activation(ms.record_activation([], "r1"), "r2")
-    assert ms.record_activation(history, "r2") == history
-    ms.write_atomic(path, ms.history_text(history), 0o640, os.getuid(), os.getgid())
-    assert ms.load_history(path) == ["r1", "r2"]
+    assert revs.load_history(path) == []
+    history = revs.record_activation(revs.record_activation([], "r1"), "r2")
+    assert revs.record_activation(history, "r2") == history
+    fsutil.write_text_atomic(path, revs.history_text(history), 0o640, os.getuid(), os.getgid())
+    assert revs.load_history(path) == ["r1", "r2"]
     assert os.stat(path).st_mode & 0o777 == 0o640
-    assert ms.write_atomic(path, ms.history_text(history), 0o640, os.getuid(), os.getgid()) is False
+    assert fsutil.write_text_atomic(path, revs.history_text(history), 0o640, os.getuid(), os.getgid()) is False
 
 
 def test_history_ignores_junk(tmp_path):
     path = tmp_path / "history.json"
     path.write_text(json.dumps({"format": "other", "activations": ["r1"]}))
-    assert ms.load_history(str(path)) == []
+    assert revs.load_history(str(path)) == []
     path.write_text("not json")
-    assert ms.load_history(str(path)) == []
+    assert revs.load_history(str(path)) == []
 
 
 @pytest.mark.parametrize("current,present,history,keep,kept,pruned", [
@@ -331,7 +336,7 @@ def test_history_ignores_junk(tmp_path):
     ("r2", ["r1", "r2", "x9"], ["r1", "r2"], 1, ["r2", "r1"], ["x9"]),
 ])
 def test_retention(current, present, history, keep, kept, pruned):
-    assert ms.plan_retention(current, present, history, keep) == (kept, pruned)
+    assert revs.plan_retention(current, present, history, keep) == (kept, pruned)
 
 
 # --- archives -----------------------------------------------------------------------------
@@ -343,11 +348,11 @@ needs_zstd = pytest.mark.skipif(not (shutil.which("zstd") and shutil.which("tar"
 def test_archive_and_restore_roundtrip(layout):
     base = make_revision(layout, "r1", content=os.urandom(4096))
     digest = hashlib.sha256(open(os.path.join(base, "model.bin"), "rb").read()).hexdigest()
-    assert ms.archive_revision(layout, "r1", 3, run)
+    assert archives.archive_revision(layout, "r1", 3, run)
     assert not os.path.exists(layout.revision("r1"))
     assert os.stat(layout.archive("r1")).st_mode & 0o777 == 0o600
     assert [n for n in os.listdir(layout.archive_dir) if n.endswith(".tmp")] == []
-    ms.restore_archive(layout, "r1", run)
+    archives.restore_archive(layout, "r1", run)
     restored = os.path.join(layout.incoming("r1"), "model.bin")
     assert hashlib.sha256(open(restored, "rb").read()).hexdigest() == digest
     assert os.path.isfile(os.path.join(layout.incoming("r1"), "sub", "config.json"))
@@ -360,33 +365,33 @@ def test_a_damaged_archive_keeps_the_revision(layout):
     with open(layout.archive("r1"), "wb") as handle:
         handle.write(b"not zstd")
     with pytest.raises(ms.StorageError, match="zstd -t"):
-        ms.archive_revision(layout, "r1", 3, run)
+        archives.archive_revision(layout, "r1", 3, run)
     assert os.path.isdir(layout.revision("r1"))
 
 
 def test_archive_commands():
-    argv = ms.tar_zstd_create_cmd("/srv/m/revisions", "r1", "/srv/m/archive/.r1.tmp", 5)
+    argv = archives.tar_zstd_create_cmd("/srv/m/revisions", "r1", "/srv/m/archive/.r1.tmp", 5)
     assert argv[:3] == ["tar", "--create", "--file"]
     assert "zstd -q -T0 -5" in argv and argv[-2:] == ["--", "r1"]
-    assert "--no-same-owner" in ms.tar_zstd_extract_cmd("/a.tar.zst", "/d")
+    assert "--no-same-owner" in archives.tar_zstd_extract_cmd("/a.tar.zst", "/d")
 
 
 def test_restore_refuses_a_missing_archive(layout):
     with pytest.raises(ms.StorageError, match="nothing to restore"):
-        ms.restore_archive(layout, "r1", run)
+        archives.restore_archive(layout, "r1", run)
 
 
 # --- space --------------------------------------------------------------------------------
 
 def test_space_check_numbers(tmp_path):
-    check = ms.space_check(str(tmp_path), 10 * 2 ** 30, 2 * 2 ** 30, 0.1, 2 ** 30, free=5 * 2 ** 30)
+    check = fetching.space_check(str(tmp_path), 10 * 2 ** 30, 2 * 2 ** 30, 0.1, 2 ** 30, free=5 * 2 ** 30)
     assert check["missing_bytes"] == 8 * 2 ** 30
     assert check["margin_bytes"] == 2 ** 30
     assert check["needed_bytes"] == 9 * 2 ** 30
     assert check["ok"] is False
-    message = ms.space_message("tiny r1", "/srv/models", check)
+    message = fetching.space_message("tiny r1", "/srv/models", check)
     assert "9.0 GiB" in message and "5.0 GiB" in message and "Nothing was downloaded" in message
-    assert ms.space_check(str(tmp_path), 2 ** 20, 0, 0.1, 2 ** 20, free=3 * 2 ** 20)["ok"] is True
+    assert fetching.space_check(str(tmp_path), 2 ** 20, 0, 0.1, 2 ** 20, free=3 * 2 ** 20)["ok"] is True
 
 
 def test_present_bytes_and_unlisted(tmp_path):
@@ -395,8 +400,8 @@ def test_present_bytes_and_unlisted(tmp_path):
     (tmp_path / "c.bin").write_bytes(b"x" * 3)  # wrong size: counts nothing
     (tmp_path / "stale.bin").write_bytes(b"x")
     files = [{"path": "a.bin", "size": 10}, {"path": "b.bin", "size": 8}, {"path": "c.bin", "size": 7}]
-    assert ms.present_bytes(str(tmp_path), files) == 14
-    assert ms.unlisted_files(str(tmp_path), ["a.bin", "b.bin", "c.bin"]) == ["stale.bin"]
+    assert fetching.present_bytes(str(tmp_path), files) == 14
+    assert fetching.unlisted_files(str(tmp_path), ["a.bin", "b.bin", "c.bin"]) == ["stale.bin"]
 
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -445,12 +450,12 @@ def test_download_and_skip_when_present(http, tmp_path):
     (http.www / "m.bin").write_bytes(data)
     dest = tmp_path / "dest"
     dest.mkdir()
-    result = ms.fetch_http_file(opener, http.url + "m.bin", str(dest), "m.bin", gid=os.getgid())
+    result = fetching.fetch_http_file(opener, http.url + "m.bin", str(dest), "m.bin", gid=os.getgid())
     assert result == {"path": "m.bin", "status": "downloaded", "bytes": 300000}
     assert (dest / "m.bin").read_bytes() == data
     assert os.stat(dest / "m.bin").st_mode & 0o777 == 0o640
     assert not (dest / "m.bin.part").exists()
-    again = ms.fetch_http_file(opener, http.url + "m.bin", str(dest), "m.bin", size=300000)
+    again = fetching.fetch_http_file(opener, http.url + "m.bin", str(dest), "m.bin", size=300000)
     assert again["status"] == "present"
     assert len([e for e in http.log() if e["method"] == "GET"]) == 1
 
@@ -461,11 +466,11 @@ def test_interrupted_download_resumes_with_a_range(http, tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     http.cut("big.bin", 400000)
-    with pytest.raises(ms.Interrupted, match="400000 of 1000000"):
-        ms.fetch_http_file(opener, http.url + "big.bin", str(dest), "big.bin", size=1000000, chunk=65536)
+    with pytest.raises(fetching.Interrupted, match="400000 of 1000000"):
+        fetching.fetch_http_file(opener, http.url + "big.bin", str(dest), "big.bin", size=1000000, chunk=65536)
     assert (dest / "big.bin.part").stat().st_size == 400000
     assert not (dest / "big.bin").exists()
-    result = ms.fetch_http_file(opener, http.url + "big.bin", str(dest), "big.bin", size=1000000)
+    result = fetching.fetch_http_file(opener, http.url + "big.bin", str(dest), "big.bin", size=1000000)
     assert result == {"path": "big.bin", "status": "resumed", "bytes": 600000}
     assert (dest / "big.bin").read_bytes() == data
     gets = [e for e in http.log() if e["method"] == "GET"]
@@ -477,24 +482,24 @@ def test_nested_paths_get_owned_directories(http, tmp_path):
     (http.www / "x.json").write_bytes(b"{}")
     dest = tmp_path / "dest"
     dest.mkdir()
-    ms.fetch_http_file(opener, http.url + "x.json", str(dest), "tok/x.json", gid=os.getgid())
+    fetching.fetch_http_file(opener, http.url + "x.json", str(dest), "tok/x.json", gid=os.getgid())
     assert os.stat(dest / "tok").st_mode & 0o777 == 0o750
 
 
 def test_a_size_mismatch_is_refused(http, tmp_path):
     (http.www / "m.bin").write_bytes(b"x" * 100)
     with pytest.raises(ms.StorageError, match="100 bytes on the server but 200 are expected"):
-        ms.fetch_http_file(opener, http.url + "m.bin", str(tmp_path), "m.bin", size=200)
+        fetching.fetch_http_file(opener, http.url + "m.bin", str(tmp_path), "m.bin", size=200)
 
 
 def test_a_missing_file_names_the_status(http, tmp_path):
     with pytest.raises(ms.StorageError, match="HTTP 404"):
-        ms.fetch_http_file(opener, http.url + "nope.bin", str(tmp_path), "nope.bin")
+        fetching.fetch_http_file(opener, http.url + "nope.bin", str(tmp_path), "nope.bin")
 
 
 def test_complete_part_file_is_finished_without_a_request(http, tmp_path):
     (tmp_path / "m.bin.part").write_bytes(b"y" * 50)
-    result = ms.fetch_http_file(opener, http.url + "m.bin", str(tmp_path), "m.bin", size=50)
+    result = fetching.fetch_http_file(opener, http.url + "m.bin", str(tmp_path), "m.bin", size=50)
     assert result["status"] == "resumed" and (tmp_path / "m.bin").read_bytes() == b"y" * 50
     assert http.log() == []
 
@@ -518,7 +523,7 @@ def test_a_server_that_ignores_ranges_restarts_from_zero(tmp_path):
         assert headers["Range"] == "bytes=2-"
         return FakeResponse(200, b"abcdef", {"Content-Length": "6"})
 
-    result = ms.fetch_http_file(ignoring, "http://h/m.bin", str(tmp_path), "m.bin")
+    result = fetching.fetch_http_file(ignoring, "http://h/m.bin", str(tmp_path), "m.bin")
     assert result["status"] == "downloaded"
     assert (tmp_path / "m.bin").read_bytes() == b"abcdef"
 
@@ -530,13 +535,13 @@ def test_a_wrong_content_range_is_refused(tmp_path):
         return FakeResponse(206, b"cdef", {"Content-Length": "4", "Content-Range": "bytes 0-3/6"})
 
     with pytest.raises(ms.StorageError, match="range"):
-        ms.fetch_http_file(wrong, "http://h/m.bin", str(tmp_path), "m.bin")
+        fetching.fetch_http_file(wrong, "http://h/m.bin", str(tmp_path), "m.bin")
 
 
 def test_parse_content_range():
-    assert ms.parse_content_range("bytes 10-19/20") == (10, 19, 20)
-    assert ms.parse_content_range("bytes 10-19/*") == (10, 19, None)
-    assert ms.parse_content_range("junk") is None
+    assert fetching.parse_content_range("bytes 10-19/20") == (10, 19, 20)
+    assert fetching.parse_content_range("bytes 10-19/*") == (10, 19, None)
+    assert fetching.parse_content_range("junk") is None
 
 
 def test_fetch_all_retries_interrupted_jobs_only():
@@ -545,20 +550,20 @@ def test_fetch_all_retries_interrupted_jobs_only():
     def one(job):
         calls.append(job)
         if job == "flaky" and calls.count("flaky") < 3:
-            raise ms.Interrupted("cut")
+            raise fetching.Interrupted("cut")
         if job == "broken":
             raise ms.StorageError("HTTP 404")
         return {"path": job}
 
-    results, errors = ms.fetch_all(["ok", "flaky", "broken"], one, 1, retries=3, sleep=lambda s: None)
+    results, errors = fetching.fetch_all(["ok", "flaky", "broken"], one, 1, retries=3, sleep=lambda s: None)
     assert sorted(r["path"] for r in results) == ["flaky", "ok"]
     assert errors == ["HTTP 404"]
     assert calls.count("flaky") == 3 and calls.count("broken") == 1
 
     def always_cut(job):
-        raise ms.Interrupted("cut")
+        raise fetching.Interrupted("cut")
 
-    results, errors = ms.fetch_all(["flaky2"], always_cut, 2, retries=0)
+    results, errors = fetching.fetch_all(["flaky2"], always_cut, 2, retries=0)
     assert results == [] and errors == ["cut"]
 
 
@@ -570,17 +575,17 @@ def entry(path, size, blob_id, sha256=None):
 
 
 def test_hf_patterns():
-    assert ms.hf_pattern_match("model.safetensors", ["*.safetensors"], [])
-    assert not ms.hf_pattern_match("model.bin", ["*.safetensors"], [])
-    assert ms.hf_pattern_match("tokenizer/vocab.json", ["tokenizer/"], [])
-    assert not ms.hf_pattern_match("original/x.pth", [], ["original/"])
-    assert ms.hf_pattern_match("anything", [], [])
+    assert fetching.hf_pattern_match("model.safetensors", ["*.safetensors"], [])
+    assert not fetching.hf_pattern_match("model.bin", ["*.safetensors"], [])
+    assert fetching.hf_pattern_match("tokenizer/vocab.json", ["tokenizer/"], [])
+    assert not fetching.hf_pattern_match("original/x.pth", [], ["original/"])
+    assert fetching.hf_pattern_match("anything", [], [])
 
 
 def test_hf_plan_takes_lfs_sha256_and_skips_folders():
     tree = [entry("model.safetensors", 100, "b1", "c" * 64), entry("config.json", 10, "b2"),
             types.SimpleNamespace(path="original", tree_id="t"), entry("original/x.pth", 5, "b3", "d" * 64)]
-    plan = ms.hf_plan(tree, [], ["original/"])
+    plan = fetching.hf_plan(tree, [], ["original/"])
     assert plan == [
         {"path": "config.json", "size": 10, "blob_id": "b2", "sha256": None},
         {"path": "model.safetensors", "size": 100, "blob_id": "b1", "sha256": "c" * 64},
@@ -588,12 +593,12 @@ def test_hf_plan_takes_lfs_sha256_and_skips_folders():
 
 
 def test_hf_kwargs_pin_the_commit_and_download_regular_files():
-    kwargs = ms.hf_snapshot_kwargs("deepseek-ai/DeepSeek-R1", "0" * 40, "/srv/models/.incoming/r1/x", token="hf_x",
+    kwargs = fetching.hf_snapshot_kwargs("deepseek-ai/DeepSeek-R1", "0" * 40, "/srv/models/.incoming/r1/x", token="hf_x",
                                    allow_patterns=["*.json"], max_workers=4, endpoint="https://hub.mirror.invalid")
     assert kwargs == {"repo_id": "deepseek-ai/DeepSeek-R1", "repo_type": "model", "revision": "0" * 40,
                       "local_dir": "/srv/models/.incoming/r1/x", "max_workers": 4, "token": "hf_x",
                       "allow_patterns": ["*.json"], "endpoint": "https://hub.mirror.invalid"}
-    assert "token" not in ms.hf_snapshot_kwargs("o/n", "0" * 40, "/d")
+    assert "token" not in fetching.hf_snapshot_kwargs("o/n", "0" * 40, "/d")
     assert "cache_dir" not in kwargs
 
 
@@ -601,7 +606,7 @@ def test_git_blob_sha1_matches_git(tmp_path):
     path = tmp_path / "hello"
     path.write_bytes(b"hello\n")
     # `printf 'hello\n' | git hash-object --stdin`
-    assert ms.git_blob_sha1(str(path)) == "ce013625030ba8dba906f756967f9e9ca394464a"
+    assert fetching.git_blob_sha1(str(path)) == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
 def test_check_hf_download(tmp_path):
@@ -609,10 +614,10 @@ def test_check_hf_download(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"x" * 5)
     plan = [{"path": "config.json", "size": 6, "blob_id": "ce013625030ba8dba906f756967f9e9ca394464a", "sha256": None},
             {"path": "model.safetensors", "size": 5, "blob_id": "b", "sha256": "e" * 64}]
-    assert ms.check_hf_download(str(tmp_path), plan) == []
+    assert fetching.check_hf_download(str(tmp_path), plan) == []
     plan[0]["blob_id"] = "0" * 40
     plan.append({"path": "missing.json", "size": 1, "blob_id": "x", "sha256": None})
     plan[1]["size"] = 6
-    problems = ms.check_hf_download(str(tmp_path), plan)
+    problems = fetching.check_hf_download(str(tmp_path), plan)
     assert len(problems) == 3
     assert "git blob" in problems[0] and "hub lists 6" in problems[1] and "missing" in problems[2]

@@ -14,7 +14,8 @@ import fake_pynvml as fake
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _nvml as n
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _plan as plan
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _preflight as p
-from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as v
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_catalogue as catalogue
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -43,7 +44,7 @@ def reports_for(items, gpu, host=None):
     shares = plan.memory_shares(models, assignment, len(usable))
     reports = []
     for model in models:
-        report = p.run_preflight(v.get_profile(model["profile"]),
+        report = p.run_preflight(catalogue.get_profile(model["profile"]),
                                  plan.plan_to_preflight(model, assignment[model["name"]], shares.get(model["name"]),
                                                         len(usable)), gpu, host or HOST)
         report["name"] = model["name"]
@@ -371,7 +372,7 @@ def test_a_llama_cpp_model_claims_its_estimate(tmp_path):
     gpu = facts(fake.FakeNvml([fake.l40s(0)]), tmp_path)
     vllm = reports_for([dict(QWEN_7B, gpus=[0], gpu_memory_utilization=0.9, max_model_len=4096, max_num_seqs=1)],
                        gpu)[0]
-    profile = v.get_profile("deepseek-r1-distill-qwen-7b")
+    profile = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     llama = p.run_preflight(profile, {"engine": "llama_cpp", "dtype": "Q4_K_M", "context_length": 4096,
                                       "max_num_seqs": 1, "gpu_indices": [0]}, gpu, HOST)
     llama["name"] = "qwen-7b-gguf"
@@ -380,12 +381,12 @@ def test_a_llama_cpp_model_claims_its_estimate(tmp_path):
     assert result["numbers"]["claims"]["qwen-7b-gguf"]["bytes"] == need
     assert result["numbers"]["claimed_bytes"] == int(0.9 * 46068 * MIB) + need
     assert not result["ok"] and result["severity"] == "blocking"
-    assert "qwen-7b-gguf %s (estimate)" % v.format_bytes(need) in result["message"]
+    assert "qwen-7b-gguf %s (estimate)" % fsutil.format_bytes(need) in result["message"]
 
 
 def test_cpu_models_share_the_host_ram(tmp_path):
     gpu = facts(fake.library_missing(), tmp_path)
-    profile = v.get_profile("smollm2-135m-instruct")
+    profile = catalogue.get_profile("smollm2-135m-instruct")
     reports = []
     for name in ("a", "b"):
         report = p.run_preflight(profile, {"engine": "llama_cpp", "dtype": "Q4_1", "context_length": 8192,

@@ -13,6 +13,7 @@ import pytest
 import fake_pynvml as fake
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _nvml as n
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _preflight as p
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_catalogue as catalogue
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as v
 
 GIB = 1024 ** 3
@@ -33,7 +34,7 @@ def check(report, name):
 
 
 def preflight(model, plan, gpu, host=None):
-    return p.run_preflight(v.get_profile(model), plan, gpu, HOST if host is None else host)
+    return p.run_preflight(catalogue.get_profile(model), plan, gpu, HOST if host is None else host)
 
 
 @pytest.fixture
@@ -150,7 +151,7 @@ def test_gpu_memory_fail_computes_the_alternatives(two_h100):
     limits = result["numbers"]["fit"]
     assert fixes[2] == "cut context_length to %d" % v.round_context_down(limits["max_context_length"])
     # the proposed numbers really fit
-    profile = v.get_profile("deepseek-r1-distill-qwen-32b")
+    profile = catalogue.get_profile("deepseek-r1-distill-qwen-32b")
     est = report["estimate"]
     budget = result["numbers"]["budget_per_gpu_bytes"]
     assert v.estimate_variant(est, profile, tensor_parallel_size=2)["need_per_gpu_bytes"] <= budget
@@ -173,7 +174,7 @@ def test_gpu_memory_pass(hgx):
 
 
 def test_gpu_memory_warning_within_five_percent(hgx):
-    profile = v.get_profile("deepseek-r1-distill-qwen-7b")
+    profile = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     need = v.estimate_memory(profile, context_length=32768, max_num_seqs=16)["need_per_gpu_bytes"]
     util = round(need / (143771 * MIB * 0.97), 4)                # need is 97% of the budget
     result = check(preflight("deepseek-r1-distill-qwen-7b", {"context_length": 32768, "max_num_seqs": 16,
@@ -315,7 +316,7 @@ def test_host_ram_gpu_mode_pass_warn_fail(hgx):
 
 
 def test_skipped_checks_are_named(hgx):
-    report = p.run_preflight(v.get_profile("deepseek-r1-distill-qwen-7b"), {}, hgx, {})
+    report = p.run_preflight(catalogue.get_profile("deepseek-r1-distill-qwen-7b"), {}, hgx, {})
     assert "driver_cuda: no cuda_version given" in report["skipped_checks"]
     assert "model_path: no model_path given" in report["skipped_checks"]
     assert any(s.startswith("host_ram") for s in report["skipped_checks"])
@@ -404,7 +405,7 @@ def test_the_default_7b_on_a_24gb_gpu_is_not_blocked(rtx4090):
     assert report["settings_source"] == settings["source"]
     assert check(report, "gpu_memory")["ok"]                     # inside the 5 % band, no warning
     assert report["estimate"]["need_per_gpu_bytes"] <= 0.95 * 0.9 * 24564 * MIB
-    three = v.estimate_variant(report["estimate"], v.get_profile("deepseek-r1-distill-qwen-7b"), max_num_seqs=3)
+    three = v.estimate_variant(report["estimate"], catalogue.get_profile("deepseek-r1-distill-qwen-7b"), max_num_seqs=3)
     assert three["need_per_gpu_bytes"] > 0.95 * 0.9 * 24564 * MIB
     assert report["derivation"]["rule"] == "context 32768; the most sequences that fit, at most 16"
 
@@ -415,7 +416,7 @@ def test_only_sequences_set_derives_the_context(rtx4090):
     assert not report["blocked"] and settings["max_num_seqs"] == 16
     assert settings["max_model_len"] == 4096                      # the longest that fits, rounded down to 1024s
     assert settings["source"]["max_model_len"] == "derived" and settings["source"]["max_num_seqs"] == "set"
-    profile = v.get_profile("deepseek-r1-distill-qwen-7b")
+    profile = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     assert v.estimate_variant(report["estimate"], profile, context_length=5120)["need_per_gpu_bytes"] > \
         0.95 * 0.9 * 24564 * MIB
 
@@ -555,7 +556,7 @@ def test_deepseek_v3_fp8_tp8_on_8xh100_is_refused_with_two_nodes(tmp_path):
     assert not memory["ok"] and "budget per GPU 0.90 x 79.6 GiB = 71.7 GiB" in memory["message"]
     assert ("serve it across 2 hosts of 8 GPUs: tensor_parallel_size 8 x pipeline_parallel_size 2 (one pipeline "
             "stage per host)") in memory["fix"]
-    profile = v.get_profile("deepseek-v3")
+    profile = catalogue.get_profile("deepseek-v3")
     two = v.estimate_variant(report["estimate"], profile, pipeline_parallel_size=2)
     assert two["need_per_gpu_bytes"] <= memory["numbers"]["budget_per_gpu_bytes"]
     # with the settings derived, not even 2048 x 1 fits (79.3 GiB of weights): the smaller format is named too

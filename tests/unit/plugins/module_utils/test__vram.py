@@ -11,6 +11,12 @@ import struct
 
 import pytest
 
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _engine_settings as engine_cfg
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _fsutil as fsutil
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _gguf as gguf_file
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _hf_config as hf_config
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_catalogue as catalogue
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_profile as profiles
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _vram as v
 
 GIB = 1024 ** 3
@@ -29,7 +35,7 @@ def test_qwen_7b_parameters_by_hand():
     embed = 152064 * 3584                    # untied: embedding and lm_head
     expected = 28 * layer + 2 * embed + 3584
     assert expected == 7615616512
-    assert v.parameter_count(v.get_profile("deepseek-r1-distill-qwen-7b"))["total"] == expected
+    assert v.parameter_count(catalogue.get_profile("deepseek-r1-distill-qwen-7b"))["total"] == expected
 
 
 def test_smollm2_parameters_by_hand():
@@ -39,7 +45,7 @@ def test_smollm2_parameters_by_hand():
     layer = attention + mlp + 2 * 576
     expected = 30 * layer + 49152 * 576 + 576          # one embedding (tied) + final norm
     assert expected == 134515008
-    assert v.parameter_count(v.get_profile("smollm2-135m-instruct"))["total"] == expected
+    assert v.parameter_count(catalogue.get_profile("smollm2-135m-instruct"))["total"] == expected
 
 
 @pytest.mark.parametrize("name, published", [
@@ -54,7 +60,7 @@ def test_smollm2_parameters_by_hand():
     ("smollm2-135m-instruct", 134.5e6),
 ])
 def test_parameter_counts_within_one_percent_of_published_sizes(name, published):
-    total = v.parameter_count(v.get_profile(name))["total"]
+    total = v.parameter_count(catalogue.get_profile(name))["total"]
     assert abs(total - published) / published < 0.01
 
 
@@ -72,7 +78,7 @@ def test_deepseek_v3_moe_mla_parameters_by_hand():
     embed = 129280 * h
     total = 3 * dense_layer + 58 * moe_layer + 2 * embed + h
     active = 3 * dense_layer + 58 * (mla + (8 + 1) * expert + 256 * h + 256 + norms) + 2 * embed + h
-    counts = v.parameter_count(v.get_profile("deepseek-v3"))
+    counts = v.parameter_count(catalogue.get_profile("deepseek-v3"))
     assert counts["total"] == total
     assert counts["active"] == active
     assert abs(active - 37e9) / 37e9 < 0.02          # "37B active"
@@ -88,34 +94,34 @@ def test_deepseek_v3_moe_mla_parameters_by_hand():
     ("deepseek-v3", 61 * (512 + 64) * 2),                       # MLA: 70,272 = 68.6 KiB
 ])
 def test_kv_cache_bytes_per_token_bf16(name, expected):
-    assert v.kv_cache_bytes_per_token(v.get_profile(name)) == expected
+    assert v.kv_cache_bytes_per_token(catalogue.get_profile(name)) == expected
 
 
 def test_kv_cache_mla_matches_the_published_68_6_kib():
-    assert round(v.kv_cache_bytes_per_token(v.get_profile("deepseek-r1")) / 1024.0, 1) == 68.6
+    assert round(v.kv_cache_bytes_per_token(catalogue.get_profile("deepseek-r1")) / 1024.0, 1) == 68.6
 
 
 def test_kv_cache_splits_kv_heads_across_tp_and_replicates_beyond():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")              # 4 KV heads
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")              # 4 KV heads
     assert v.kv_cache_bytes_per_token(p, tensor_parallel_size=2) == 2 * 28 * 2 * 128 * 2
     assert v.kv_cache_bytes_per_token(p, tensor_parallel_size=8) == 2 * 28 * 1 * 128 * 2   # replicated, 1 per rank
     assert v.kv_cache_bytes_per_token(p, pipeline_parallel_size=4) == 2 * 7 * 4 * 128 * 2  # 28 layers / 4 stages
 
 
 def test_kv_cache_mla_is_not_split_by_tensor_parallel():
-    p = v.get_profile("deepseek-v3")
+    p = catalogue.get_profile("deepseek-v3")
     assert v.kv_cache_bytes_per_token(p, tensor_parallel_size=8) == 61 * 576 * 2
 
 
 @pytest.mark.parametrize("kv_dtype, element", [("auto", 2), ("fp8", 1), ("fp16", 2), ("q8_0", 34 / 32.0), ("q4_0", 18 / 32.0)])
 def test_kv_cache_dtypes(kv_dtype, element):
-    p = v.get_profile("deepseek-r1-distill-llama-8b")
+    p = catalogue.get_profile("deepseek-r1-distill-llama-8b")
     assert v.kv_cache_bytes_per_token(p, kv_dtype) == 2 * 32 * 8 * 128 * element
 
 
 def test_unknown_kv_dtype_is_refused():
     with pytest.raises(ValueError, match="unknown kv_cache_dtype"):
-        v.kv_cache_bytes_per_token(v.get_profile("deepseek-r1-distill-llama-8b"), "int3")
+        v.kv_cache_bytes_per_token(catalogue.get_profile("deepseek-r1-distill-llama-8b"), "int3")
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -142,17 +148,17 @@ def test_bytes_per_param(dtype, linear, other):
 def test_bytes_per_param_unknown():
     assert v.bytes_per_param("int3") is None
     with pytest.raises(ValueError, match="unknown dtype"):
-        v.resolve_dtype(v.get_profile("deepseek-r1-distill-qwen-7b"), "int3")
+        v.resolve_dtype(catalogue.get_profile("deepseek-r1-distill-qwen-7b"), "int3")
 
 
 def test_weight_bytes_bf16_is_two_bytes_per_parameter():
-    p = v.get_profile("deepseek-r1-distill-llama-8b")
+    p = catalogue.get_profile("deepseek-r1-distill-llama-8b")
     total, per_gpu = v.weight_bytes(p, "bf16")
     assert total == 2 * 8030261248 and per_gpu == total
 
 
 def test_weight_bytes_tp_splits_evenly_for_dense_models():
-    p = v.get_profile("deepseek-r1-distill-llama-70b")
+    p = catalogue.get_profile("deepseek-r1-distill-llama-70b")
     total, per_gpu = v.weight_bytes(p, "bf16", tensor_parallel_size=4)
     # norms (2 x 8192 per layer + 8192) stay whole on each rank: 4 bytes/rank extra per norm element x 3/4
     norms = (80 * 2 * 8192 + 8192) * 2
@@ -160,7 +166,7 @@ def test_weight_bytes_tp_splits_evenly_for_dense_models():
 
 
 def test_awq_keeps_embeddings_in_16_bit():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     counts = v.parameter_count(p)
     linear = sum(l["sharded"] + l["replicated"] for l in v.layer_parameters(p))
     small = counts["total"] - linear
@@ -169,7 +175,7 @@ def test_awq_keeps_embeddings_in_16_bit():
 
 
 def test_deepseek_v3_fp8_weights_and_replicated_mla_projections():
-    p = v.get_profile("deepseek-v3")
+    p = catalogue.get_profile("deepseek-v3")
     total, per_gpu = v.weight_bytes(p, "auto", tensor_parallel_size=8)
     # about 671B params at ~1 byte, embeddings/head/norms/router in bf16: 627 GiB
     assert 620 * GIB < total < 635 * GIB
@@ -182,7 +188,7 @@ def test_deepseek_v3_fp8_weights_and_replicated_mla_projections():
 
 
 def test_pipeline_parallel_puts_the_head_on_the_last_stage():
-    p = v.get_profile("smollm2-135m-instruct")        # tied embeddings
+    p = catalogue.get_profile("smollm2-135m-instruct")        # tied embeddings
     single = v.weight_bytes(p, "bf16")[1]
     staged = v.weight_bytes(p, "bf16", pipeline_parallel_size=2)[1]
     embed = 49152 * 576 * 2
@@ -205,7 +211,7 @@ def test_stage_layers(layers, pp, expected):
 # --- estimate and fit ---------------------------------------------------------------------------
 
 def test_estimate_adds_the_parts():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     est = v.estimate_memory(p, context_length=32768, max_num_seqs=16, engine="vllm")
     assert est["kv_cache_per_gpu_bytes"] == 57344 * 32768 * 16      # exactly 28 GiB
     assert est["kv_cache_per_gpu_bytes"] == 28 * GIB
@@ -218,20 +224,20 @@ def test_estimate_adds_the_parts():
 
 
 def test_estimate_rounds_context_up_to_kv_blocks():
-    p = v.get_profile("smollm2-135m-instruct")
+    p = catalogue.get_profile("smollm2-135m-instruct")
     est = v.estimate_memory(p, context_length=1000, max_num_seqs=1)
     assert est["kv_cache_per_gpu_bytes"] == 23040 * 1008          # 1000 -> 63 blocks of 16
 
 
 def test_estimate_cpu_mode_has_no_gpu_overhead():
-    p = v.get_profile("smollm2-135m-instruct")
+    p = catalogue.get_profile("smollm2-135m-instruct")
     est = v.estimate_memory(p, "Q4_1", context_length=2048, max_num_seqs=1, engine="llama_cpp", device="cpu")
     assert est["gpus_needed"] == 0 and est["runtime_overhead_per_gpu_bytes"] == v.CPU_RUNTIME_BYTES
     assert est["batched_tokens"] == 512
 
 
 def test_deepseek_v3_fits_one_8xh200_node_but_not_8xh100():
-    p = v.get_profile("deepseek-v3")
+    p = catalogue.get_profile("deepseek-v3")
     est = v.estimate_memory(p, context_length=32768, max_num_seqs=16, tensor_parallel_size=8)
     h200, h100 = 143771 * 1024 ** 2, 81559 * 1024 ** 2
     assert est["need_per_gpu_bytes"] < 0.9 * h200
@@ -246,7 +252,7 @@ def test_deepseek_v3_fits_one_8xh200_node_but_not_8xh100():
 
 
 def test_fit_limits_are_the_largest_that_fit():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     est = v.estimate_memory(p, context_length=32768, max_num_seqs=16)
     budget = int(0.9 * 24 * GIB)
     limits = v.fit_limits(p, est, budget)
@@ -259,14 +265,14 @@ def test_fit_limits_are_the_largest_that_fit():
 
 
 def test_fit_limits_none_when_weights_alone_do_not_fit():
-    p = v.get_profile("deepseek-r1-distill-llama-70b")
+    p = catalogue.get_profile("deepseek-r1-distill-llama-70b")
     est = v.estimate_memory(p, context_length=4096, max_num_seqs=1)
     limits = v.fit_limits(p, est, 80 * GIB)
     assert limits["max_context_length"] is None and limits["max_num_seqs"] is None
 
 
 def test_smallest_fitting_tensor_parallel():
-    p = v.get_profile("deepseek-r1-distill-llama-70b")
+    p = catalogue.get_profile("deepseek-r1-distill-llama-70b")
     est = v.estimate_memory(p, context_length=16384, max_num_seqs=8)
     budget = int(0.9 * 81559 * 1024 ** 2)
     tp = v.smallest_fitting_tensor_parallel(p, est, budget)
@@ -280,32 +286,32 @@ def test_smallest_fitting_tensor_parallel():
     ("smollm2-135m-instruct", [1]),                    # 9 heads
 ])
 def test_tensor_parallel_candidates(name, expected):
-    assert v.tensor_parallel_candidates(v.get_profile(name)) == expected
+    assert v.tensor_parallel_candidates(catalogue.get_profile(name)) == expected
 
 
 def test_engine_settings_lower_the_memory_fraction_when_memory_is_taken():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     est = v.estimate_memory(p, context_length=8192, max_num_seqs=4)
     total = 80 * GIB
-    settings = v.engine_settings(p, est, total, total, 0.9)
+    settings = engine_cfg.engine_settings(p, est, total, total, 0.9)
     assert settings["gpu_memory_utilization"] == 0.9 and settings["fits"]
     assert settings["max_model_len"] == 8192 and settings["dtype"] == "bfloat16" and settings["quantization"] is None
-    busy = v.engine_settings(p, est, total, 50 * GIB, 0.9)
+    busy = engine_cfg.engine_settings(p, est, total, 50 * GIB, 0.9)
     # (50 GiB - 0.5 GiB) / 80 GiB = 0.61875 -> 0.61
     assert busy["gpu_memory_utilization"] == 0.61
 
 
 def test_engine_settings_for_llama_cpp():
-    p = v.get_profile("smollm2-135m-instruct")
+    p = catalogue.get_profile("smollm2-135m-instruct")
     est = v.estimate_memory(p, "Q4_1", context_length=4096, max_num_seqs=2, engine="llama_cpp", device="cpu")
-    settings = v.engine_settings(p, est, host_available_bytes=8 * GIB)
+    settings = engine_cfg.engine_settings(p, est, host_available_bytes=8 * GIB)
     assert settings["ctx_size"] == 8192 and settings["parallel"] == 2 and settings["n_gpu_layers"] == 0
     assert settings["fits"] is True
 
 
 @pytest.mark.parametrize("value, expected", [(0, "0 B"), (1536, "1.5 KiB"), (80 * GIB, "80.0 GiB"), (None, "unknown")])
 def test_format_bytes(value, expected):
-    assert v.format_bytes(value) == expected
+    assert fsutil.format_bytes(value) == expected
 
 
 @pytest.mark.parametrize("value, expected", [(65040, 64512), (1000, 992), (31, 16), (None, None)])
@@ -317,19 +323,19 @@ def test_round_context_down(value, expected):
 
 def test_get_profile_unknown_lists_names():
     with pytest.raises(ValueError, match="deepseek-r1-distill-qwen-7b"):
-        v.get_profile("llama-3-8b")
+        catalogue.get_profile("llama-3-8b")
 
 
 def test_normalize_profile_reports_every_problem():
     with pytest.raises(ValueError) as exc:
-        v.normalize_profile({"num_hidden_layers": 0, "hidden_size": "x", "num_attention_heads": 32, "vocab_size": 100,
+        catalogue.normalize_profile({"num_hidden_layers": 0, "hidden_size": "x", "num_attention_heads": 32, "vocab_size": 100,
                              "num_key_value_heads": 5, "intermediate_size": 1})
     text = str(exc.value)
     assert "num_hidden_layers" in text and "hidden_size" in text and "multiple of num_key_value_heads" in text
 
 
 def test_normalize_profile_fills_head_dim_and_kv_heads():
-    p = v.normalize_profile({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+    p = catalogue.normalize_profile({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
                              "num_attention_heads": 4, "vocab_size": 100})
     assert p["head_dim"] == 16 and p["num_key_value_heads"] == 4 and p["attention"] == "gqa"
 
@@ -341,43 +347,43 @@ def test_profile_from_hf_config_matches_builtin(tmp_path):
     path = tmp_path / "DeepSeek-R1-Distill-Qwen-7B" / "config.json"
     path.parent.mkdir()
     path.write_text(json.dumps(config))
-    profile = v.load_profile(config_path=str(path.parent))
+    profile = profiles.load_profile(config_path=str(path.parent))
     assert profile["attention_bias"] is True and profile["dtype"] == "bf16"
-    builtin = v.get_profile("deepseek-r1-distill-qwen-7b")
+    builtin = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     assert v.parameter_count(profile) == v.parameter_count(builtin)
 
 
 def test_profile_from_hf_config_reads_fp8_quantization():
-    config = dict(v.MODEL_PROFILES["deepseek-v3"])
+    config = dict(catalogue.MODEL_PROFILES["deepseek-v3"])
     config.update({"model_type": "deepseek_v3", "quantization_config": {"quant_method": "fp8"}})
     config.pop("dtype")
-    assert v.profile_from_hf_config(config)["dtype"] == "fp8"
+    assert hf_config.profile_from_hf_config(config)["dtype"] == "fp8"
 
 
 def test_profile_from_bad_config(tmp_path):
     path = tmp_path / "config.json"
     path.write_text("{not json")
     with pytest.raises(ValueError, match="cannot read model config"):
-        v.profile_from_hf_config(str(path))
+        hf_config.profile_from_hf_config(str(path))
 
 
 def test_load_profile_needs_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
-        v.load_profile()
+        profiles.load_profile()
     with pytest.raises(ValueError, match="exactly one"):
-        v.load_profile(model="deepseek-v3", architecture={"a": 1})
+        profiles.load_profile(model="deepseek-v3", architecture={"a": 1})
 
 
 # --- GGUF ----------------------------------------------------------------------------------------
 
 def test_gguf_header_and_exact_tensor_bytes(tmp_path, gguf):
     path = gguf.smollm2(tmp_path / "smollm2.gguf")
-    header = v.read_gguf_header(str(path))
+    header = gguf_file.read_gguf_header(str(path))
     assert header["version"] == 3 and len(header["tensors"]) == 2 + 30 * 9
     assert header["metadata"]["llama.block_count"] == 30
     assert header["metadata"]["tokenizer.ggml.tokens"] is None           # long array skipped ...
     assert header["array_lengths"]["tokenizer.ggml.tokens"] == 49152     # ... its length kept
-    profile = v.profile_from_gguf(str(path))
+    profile = gguf_file.profile_from_gguf(str(path))
     assert profile["vocab_size"] == 49152 and profile["tie_word_embeddings"] is True
     assert profile["head_dim"] == 64 and profile["dtype"] == "Q4_1"
     # weights: embedding 28,311,552 x 34/32 (Q8_0) + matrices 30 x 3,538,944 x 20/32 (Q4_1) + norms f32
@@ -390,7 +396,7 @@ def test_gguf_header_and_exact_tensor_bytes(tmp_path, gguf):
 
 
 def test_gguf_estimate_uses_file_bytes_and_refuses_other_dtypes(tmp_path, gguf):
-    profile = v.profile_from_gguf(str(gguf.smollm2(tmp_path / "m.gguf")))
+    profile = gguf_file.profile_from_gguf(str(gguf.smollm2(tmp_path / "m.gguf")))
     est = v.estimate_memory(profile, "auto", context_length=2048, max_num_seqs=1, engine="llama_cpp", device="cpu")
     assert est["weights_bytes"] == profile["gguf_weights"]["total_bytes"]
     with pytest.raises(ValueError, match="holds Q4_1 weights"):
@@ -409,19 +415,19 @@ def test_gguf_bad_files(tmp_path, content, message):
     path = tmp_path / "bad.gguf"
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
-        v.read_gguf_header(str(path))
+        gguf_file.read_gguf_header(str(path))
 
 
 def test_gguf_missing_file(tmp_path):
     with pytest.raises(ValueError, match="cannot open GGUF file"):
-        v.read_gguf_header(str(tmp_path / "absent.gguf"))
+        gguf_file.read_gguf_header(str(tmp_path / "absent.gguf"))
 
 
 def test_gguf_unknown_tensor_type_falls_back_to_data_size(tmp_path, gguf):
     meta = [("general.architecture", "llama"), ("llama.block_count", 1), ("llama.embedding_length", 64),
             ("llama.feed_forward_length", 128), ("llama.attention.head_count", 4), ("llama.vocab_size", 100)]
     path = gguf.write(tmp_path / "x.gguf", meta, [("blk.0.attn_q.weight", [64, 64], 77)], data_bytes=4096)
-    profile = v.profile_from_gguf(str(path))
+    profile = gguf_file.profile_from_gguf(str(path))
     assert profile["gguf_weights"]["exact"] is False
     assert profile["gguf_weights"]["total_bytes"] == 4096
 
@@ -429,25 +435,25 @@ def test_gguf_unknown_tensor_type_falls_back_to_data_size(tmp_path, gguf):
 # --- derivation helpers and explicit engine settings -----------------------------------------------
 
 def test_largest_fitting_seqs_and_context_are_the_boundaries():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     est = v.estimate_memory(p, context_length=32768, max_num_seqs=16)
     budget = 20 * GIB
-    seqs = v.largest_fitting_seqs(p, est, budget, cap=16)
+    seqs = engine_cfg.largest_fitting_seqs(p, est, budget, cap=16)
     assert seqs == 2
     assert v.estimate_variant(est, p, max_num_seqs=seqs)["need_per_gpu_bytes"] <= budget
     assert v.estimate_variant(est, p, max_num_seqs=seqs + 1)["need_per_gpu_bytes"] > budget
-    assert v.largest_fitting_seqs(p, est, 100 * GIB, cap=16) == 16          # capped
-    assert v.largest_fitting_seqs(p, est, 10 * GIB) is None                 # 14.2 GiB of weights
-    context = v.largest_fitting_context(p, est, budget, 32768)
+    assert engine_cfg.largest_fitting_seqs(p, est, 100 * GIB, cap=16) == 16          # capped
+    assert engine_cfg.largest_fitting_seqs(p, est, 10 * GIB) is None                 # 14.2 GiB of weights
+    context = engine_cfg.largest_fitting_context(p, est, budget, 32768)
     assert context % 16 == 0
     assert v.estimate_variant(est, p, context_length=context)["need_per_gpu_bytes"] <= budget
     assert v.estimate_variant(est, p, context_length=context + 16)["need_per_gpu_bytes"] > budget
-    assert v.largest_fitting_context(p, est, 10 * GIB, 32768) is None
-    assert v.largest_fitting_context(p, est, 200 * GIB, 4096) == 4096       # at most the longest asked
+    assert engine_cfg.largest_fitting_context(p, est, 10 * GIB, 32768) is None
+    assert engine_cfg.largest_fitting_context(p, est, 200 * GIB, 4096) == 4096       # at most the longest asked
 
 
 def test_estimate_variants_keep_the_overrides():
-    p = v.get_profile("deepseek-r1-distill-qwen-7b")
+    p = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
     est = v.estimate_memory(p, context_length=8192, max_num_seqs=4, max_num_batched_tokens=2048,
                             runtime_overhead=GIB)
     assert (est["max_num_batched_tokens"], est["runtime_overhead_bytes"]) == (2048, GIB)
@@ -464,34 +470,34 @@ def test_estimate_variants_keep_the_overrides():
     ("gptq", "bf16", "float16"), ("int4", "bf16", "float16"), ("Q4_K_M", "Q4_K_M", "Q4_K_M"),
 ])
 def test_activation_dtype_arg_is_never_auto(served, profile_dtype, expected):
-    assert v.activation_dtype_arg({"dtype": profile_dtype}, served) == expected
+    assert engine_cfg.activation_dtype_arg({"dtype": profile_dtype}, served) == expected
 
 
 def test_activation_dtype_of_a_quantized_hf_checkpoint():
-    config = dict(v.MODEL_PROFILES["deepseek-r1-distill-qwen-7b"])
+    config = dict(catalogue.MODEL_PROFILES["deepseek-r1-distill-qwen-7b"])
     config.update({"model_type": "qwen2", "torch_dtype": "float16", "quantization_config": {"quant_method": "fp8"}})
     config.pop("dtype")
-    profile = v.profile_from_hf_config(config)
+    profile = hf_config.profile_from_hf_config(config)
     assert profile["dtype"] == "fp8" and profile["activation_dtype"] == "fp16"
-    assert v.activation_dtype_arg(profile, "fp8") == "float16"
+    assert engine_cfg.activation_dtype_arg(profile, "fp8") == "float16"
     plain = dict(config)
     plain.pop("quantization_config")
-    assert "activation_dtype" not in v.profile_from_hf_config(plain)
+    assert "activation_dtype" not in hf_config.profile_from_hf_config(plain)
 
 
 def test_engine_settings_name_everything_the_engine_needs():
-    p = v.get_profile("deepseek-v3")
+    p = catalogue.get_profile("deepseek-v3")
     est = v.estimate_memory(p, context_length=32768, max_num_seqs=16, tensor_parallel_size=8, engine="sglang")
-    settings = v.engine_settings(p, est, 143771 * 1024 ** 2, None, 0.9)
+    settings = engine_cfg.engine_settings(p, est, 143771 * 1024 ** 2, None, 0.9)
     assert settings["max_num_batched_tokens"] == 8192 and settings["dtype"] == "bfloat16"
     assert settings["weight_format"] == "fp8" and settings["quantization"] is None
-    assert v.engine_settings(p, est, 143771 * 1024 ** 2, None, 0.9, max_num_batched_tokens=4096)[
+    assert engine_cfg.engine_settings(p, est, 143771 * 1024 ** 2, None, 0.9, max_num_batched_tokens=4096)[
         "max_num_batched_tokens"] == 4096
-    q = v.get_profile("deepseek-r1-distill-qwen-7b")
-    awq = v.engine_settings(q, v.estimate_memory(q, "awq", context_length=4096), 80 * GIB, None, 0.9)
+    q = catalogue.get_profile("deepseek-r1-distill-qwen-7b")
+    awq = engine_cfg.engine_settings(q, v.estimate_memory(q, "awq", context_length=4096), 80 * GIB, None, 0.9)
     assert (awq["dtype"], awq["weight_format"], awq["quantization"]) == ("float16", "awq", "awq")
-    cpu = v.engine_settings(v.get_profile("smollm2-135m-instruct"),
-                            v.estimate_memory(v.get_profile("smollm2-135m-instruct"), "Q4_1", context_length=4096,
+    cpu = engine_cfg.engine_settings(catalogue.get_profile("smollm2-135m-instruct"),
+                            v.estimate_memory(catalogue.get_profile("smollm2-135m-instruct"), "Q4_1", context_length=4096,
                                               max_num_seqs=2, engine="llama_cpp", device="cpu"),
                             host_available_bytes=8 * GIB)
     assert cpu["max_num_batched_tokens"] == 512 and cpu["dtype"] == "Q4_1"

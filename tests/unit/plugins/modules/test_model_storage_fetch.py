@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_fetch as fetching
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _storage
 from ansible_collections.llmops.gpu_stack.plugins.modules import model_storage_fetch
 
@@ -237,7 +237,7 @@ class FakeHub(object):
             raise RuntimeError(self.fail)
         os.makedirs(os.path.join(kwargs["local_dir"], ".cache", "huggingface"), exist_ok=True)
         for path, data, _lfs in self.repo:
-            if kwargs.get("allow_patterns") and not ms.hf_pattern_match(path, kwargs["allow_patterns"], []):
+            if kwargs.get("allow_patterns") and not fetching.hf_pattern_match(path, kwargs["allow_patterns"], []):
                 continue
             full = os.path.join(kwargs["local_dir"], path)
             os.makedirs(os.path.dirname(full), exist_ok=True)

@@ -12,7 +12,8 @@ import pytest
 
 from ansible.module_utils import basic
 
-from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _block_devices as blockdev
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_revisions as revs
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _storage
 from ansible_collections.llmops.gpu_stack.plugins.modules import model_storage_info
 
@@ -32,7 +33,7 @@ def host(monkeypatch, tmp_path):
                        "/dev/loop3": ""},
              "fs": {}, "commands": []}
     monkeypatch.setattr(_storage, "read_mountinfo", lambda path=_storage.MOUNTINFO: state["mountinfo"])
-    monkeypatch.setattr(ms, "is_block_device", lambda path: path in state["block"])
+    monkeypatch.setattr(blockdev, "is_block_device", lambda path: path in state["block"])
     monkeypatch.setattr(model_storage_info.os.path, "exists",
                         lambda path, real=os.path.exists: path in state["block"] or real(path))
 
@@ -154,7 +155,7 @@ def test_root_outside_the_new_file_system(run_module, host):
 
 
 def test_luks_needs_device_mapper(run_module, host, monkeypatch):
-    monkeypatch.setattr(ms, "DM_CONTROL", str(host["tmp"] / "no-such-control"))
+    monkeypatch.setattr(blockdev, "DM_CONTROL", str(host["tmp"] / "no-such-control"))
     result = run_ok(run_module, args(host["tmp"], device="/dev/loop3", luks=True,
                                                          check_storage=False))
     assert [p["field"] for p in result["problems"]] == ["luks"]
@@ -163,7 +164,7 @@ def test_luks_needs_device_mapper(run_module, host, monkeypatch):
 
 
 def test_luks_over_a_file_system_is_refused(run_module, host, monkeypatch):
-    monkeypatch.setattr(ms, "DM_CONTROL", __file__)
+    monkeypatch.setattr(blockdev, "DM_CONTROL", __file__)
     result = run_ok(run_module, args(host["tmp"], device="/dev/loop0", luks=True,
                                                          mount="/srv/models", root="/srv/models", check_storage=False))
     assert any("formatting it as LUKS2 would destroy it" in p["problem"] for p in result["problems"])
@@ -171,7 +172,7 @@ def test_luks_over_a_file_system_is_refused(run_module, host, monkeypatch):
 
 def test_model_state_is_reported(run_module, host):
     root = host["tmp"] / "models"
-    lay = ms.Layout(str(root), "tiny")
+    lay = revs.Layout(str(root), "tiny")
     os.makedirs(lay.revision("r1"))
     os.makedirs(lay.manifests_dir)
     (root / "tiny" / "manifests" / "r1.json").write_text("{}")

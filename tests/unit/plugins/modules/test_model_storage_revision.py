@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_storage as ms
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_revisions as revs
 from ansible_collections.llmops.gpu_stack.plugins.modules import model_storage_revision
 
 needs_zstd = pytest.mark.skipif(not (shutil.which("zstd") and shutil.which("tar")), reason="tar and zstd needed")
@@ -21,7 +21,7 @@ needs_zstd = pytest.mark.skipif(not (shutil.which("zstd") and shutil.which("tar"
 @pytest.fixture
 def store(tmp_path):
     root = tmp_path / "models"
-    lay = ms.Layout(str(root), "tiny")
+    lay = revs.Layout(str(root), "tiny")
     for path in (lay.revisions_dir, lay.manifests_dir, lay.incoming_dir):
         os.makedirs(path)
     return lay
@@ -109,7 +109,7 @@ def test_check_mode_before_the_fetch(run_module, store):
 
 
 def test_check_mode_on_a_fresh_host(run_module, tmp_path):
-    lay = ms.Layout(str(tmp_path / "nothing"), "tiny")
+    lay = revs.Layout(str(tmp_path / "nothing"), "tiny")
     outcome, result = run_module(model_storage_revision.main, args(lay, "r1", group="no-such-group"),
                                  check_mode=True)
     assert outcome == "exit" and result["changed"] and result["switched"]
