@@ -67,7 +67,6 @@ MODEL_PROFILES = {
 }
 
 
-
 _REQUIRED_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size")
 
 

@@ -765,11 +765,11 @@ def _settings(profile, plan, estimate, gpus, device, host):
         else:
             # Not lowered to the free memory: see derive_settings.
             settings = engine_cfg.engine_settings(profile, estimate, total, None, plan["gpu_memory_utilization"],
-                                            max_num_batched_tokens=batched)
+                                                  max_num_batched_tokens=batched)
         settings["memory_source"] = _gpu_source(gpus)
     elif device == "cpu":
         settings = engine_cfg.engine_settings(profile, estimate, host_available_bytes=host.get("mem_available_bytes"),
-                                        max_num_batched_tokens=batched)
+                                              max_num_batched_tokens=batched)
         settings["memory_source"] = "meminfo"
     else:
         return None

@@ -56,7 +56,6 @@ LINEAR_BYTES_PER_PARAM = {
 QUANTIZED_DTYPES = ("fp8", "int8", "int4", "awq", "gptq")
 
 
-
 # Whole-file bits per weight of the mixed llama.cpp quantizations (several tensor types per
 # file), measured on Llama 2 7B. Source: llama.cpp tools/quantize/README.md. Used when a GGUF
 # quantization is planned by name without the file at hand; a real file is always summed
@@ -103,7 +102,6 @@ DEFAULT_BATCHED_TOKENS = {"vllm": 8192, "sglang": 8192, "llama_cpp": 512}
 
 # vLLM allocates the KV cache in blocks of 16 tokens.
 KV_BLOCK_TOKENS = 16
-
 
 
 # --- parameter counts ------------------------------------------------------------------------

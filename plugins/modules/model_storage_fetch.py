@@ -355,7 +355,7 @@ def run_url(module, params, result):
 
     def fetch_one(item):
         return fetching.fetch_http_file(opener, item["url"], dest, item["path"], size=item["size"],
-                                  headers=params["headers"], timeout=params["timeout"], gid=gid)
+                                        headers=params["headers"], timeout=params["timeout"], gid=gid)
 
     done, errors = fetching.fetch_all(todo, fetch_one, params["parallel"], params["retries"])
     for item in done:
@@ -372,8 +372,8 @@ def run_url(module, params, result):
 def run_hf(module, params, result):
     dest = params["dest"]
     kwargs = fetching.hf_snapshot_kwargs(params["repo_id"], params["commit"], dest, params["token"],
-                                   params["allow_patterns"], params["ignore_patterns"], params["hf_max_workers"],
-                                   params["endpoint"])
+                                         params["allow_patterns"], params["ignore_patterns"], params["hf_max_workers"],
+                                         params["endpoint"])
     result["plan"] = dict((k, v) for k, v in kwargs.items() if k != "token")
     if huggingface_hub is None:
         if module.check_mode:

@@ -206,7 +206,7 @@ def check_device(params, facts):
                            "give an existing block device or logical volume, or leave %sdevice empty to use an "
                            "existing mount" % prefix)]
     found.extend(blockdev.check_device_content("device", device, facts["blkid"], params["fstype"], params["luks"],
-                                         params["force_format"], "force_format", prefix))
+                                               params["force_format"], "force_format", prefix))
     others = [point for point in facts["mounted_at"] if os.path.normpath(point) != os.path.normpath(params["mount"])]
     if others:
         found.append(ms.problem("device", device, "%s is mounted at %s" % (device, ", ".join(others)),

@@ -169,7 +169,7 @@ def test_device_content(blkid, fstype, luks, force, refused):
 
 def test_vfat_refusal_text():
     problem = blockdev.check_device_content("device", "/dev/loop1", blockdev.parse_blkid_export(BLKID_VFAT), "ext4", False,
-                                      False, "force_format")[0]
+                                            False, "force_format")[0]
     assert problem["problem"] == "/dev/loop1 already holds a vfat file system; formatting it as ext4 would destroy it"
 
 
@@ -594,7 +594,7 @@ def test_hf_plan_takes_lfs_sha256_and_skips_folders():
 
 def test_hf_kwargs_pin_the_commit_and_download_regular_files():
     kwargs = fetching.hf_snapshot_kwargs("deepseek-ai/DeepSeek-R1", "0" * 40, "/srv/models/.incoming/r1/x", token="hf_x",
-                                   allow_patterns=["*.json"], max_workers=4, endpoint="https://hub.mirror.invalid")
+                                         allow_patterns=["*.json"], max_workers=4, endpoint="https://hub.mirror.invalid")
     assert kwargs == {"repo_id": "deepseek-ai/DeepSeek-R1", "repo_type": "model", "revision": "0" * 40,
                       "local_dir": "/srv/models/.incoming/r1/x", "max_workers": 4, "token": "hf_x",
                       "allow_patterns": ["*.json"], "endpoint": "https://hub.mirror.invalid"}

@@ -329,14 +329,14 @@ def test_get_profile_unknown_lists_names():
 def test_normalize_profile_reports_every_problem():
     with pytest.raises(ValueError) as exc:
         catalogue.normalize_profile({"num_hidden_layers": 0, "hidden_size": "x", "num_attention_heads": 32, "vocab_size": 100,
-                             "num_key_value_heads": 5, "intermediate_size": 1})
+                                     "num_key_value_heads": 5, "intermediate_size": 1})
     text = str(exc.value)
     assert "num_hidden_layers" in text and "hidden_size" in text and "multiple of num_key_value_heads" in text
 
 
 def test_normalize_profile_fills_head_dim_and_kv_heads():
     p = catalogue.normalize_profile({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
-                             "num_attention_heads": 4, "vocab_size": 100})
+                                     "num_attention_heads": 4, "vocab_size": 100})
     assert p["head_dim"] == 16 and p["num_key_value_heads"] == 4 and p["attention"] == "gqa"
 
 
@@ -497,7 +497,7 @@ def test_engine_settings_name_everything_the_engine_needs():
     awq = engine_cfg.engine_settings(q, v.estimate_memory(q, "awq", context_length=4096), 80 * GIB, None, 0.9)
     assert (awq["dtype"], awq["weight_format"], awq["quantization"]) == ("float16", "awq", "awq")
     cpu = engine_cfg.engine_settings(catalogue.get_profile("smollm2-135m-instruct"),
-                            v.estimate_memory(catalogue.get_profile("smollm2-135m-instruct"), "Q4_1", context_length=4096,
-                                              max_num_seqs=2, engine="llama_cpp", device="cpu"),
-                            host_available_bytes=8 * GIB)
+                                     v.estimate_memory(catalogue.get_profile("smollm2-135m-instruct"), "Q4_1", context_length=4096,
+                                                       max_num_seqs=2, engine="llama_cpp", device="cpu"),
+                                     host_available_bytes=8 * GIB)
     assert cpu["max_num_batched_tokens"] == 512 and cpu["dtype"] == "Q4_1"
