@@ -23,7 +23,10 @@ options:
     type: dict
     required: true
   models:
-    description: The served models the preflight checked (the same list, in the same order).
+    description:
+      - The plan the preflight checked (the same list, in the same order).
+      - Models served by a group of nodes (with a C(group)) are left out here, as the preflight leaves them out;
+        the cluster role serves them.
     type: list
     elements: dict
     required: true
@@ -95,6 +98,7 @@ def serving_instances(result, models, model_mount="/models", threads=None):
         raise AnsibleFilterError("serving_instances expects the result of deploy_preflight with models, got %r"
                                  % (type(result).__name__,))
     reports = result["models"]
+    models = [model for model in models or [] if not (isinstance(model, dict) and model.get("group"))]
     if len(reports) != len(models or []):
         raise AnsibleFilterError("serving_instances: the preflight checked %d models, the plan has %d; run the "
                                  "preflight on the same gpu_stack_models" % (len(reports), len(models or [])))

@@ -21,6 +21,10 @@ Every role and the preflight read the same list. Each item names one served mode
   gateway_port          the port of the model's gateway (nginx, the only port clients reach);
                         default 8080 + i
   extra_args            list of engine arguments; threads: llama.cpp CPU threads
+  group, layout, cluster
+                        a model served across the nodes of an inventory group (the cluster role):
+                        layout {nodes, tensor_parallel_size, pipeline_parallel_size} and the
+                        cluster settings (CLUSTER_DEFAULTS); see _check_group
 
 normalize_models validates the list and fills the defaults; assign_gpus places the models on
 the host's GPUs; plan_to_preflight turns one item into the plan _preflight.run_preflight
@@ -51,7 +55,14 @@ SHARED_MEMORY_FRACTION = preflight.DEFAULT_GPU_MEMORY_UTILIZATION
 KEYS = ("name", "profile", "architecture", "file", "model_path", "revision", "source", "engine", "dtype",
         "quantization", "kv_cache_dtype", "tensor_parallel_size", "pipeline_parallel_size", "gpus",
         "max_model_len", "max_num_seqs", "gpu_memory_utilization", "max_num_batched_tokens", "port",
-        "port_green", "gateway_port", "extra_args", "threads")
+        "port_green", "gateway_port", "extra_args", "threads", "group", "layout", "cluster")
+GROUP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+LAYOUT_KEYS = ("nodes", "tensor_parallel_size", "pipeline_parallel_size")
+# The cluster settings of a model served by a group, with their defaults (interface has none).
+CLUSTER_DEFAULTS = {"interface": None, "host_ip_source": "interface", "shm_size": "32g", "ray_port": 6379,
+                    "dist_init_port": 5000, "dist_timeout": 3600, "host": "127.0.0.1", "port": 8000}
+HOST_IP_SOURCES = ("interface", "ansible_host")
+SHM_RE = re.compile(r"^[1-9][0-9]*[kmgKMG]?$")
 
 
 class PlanError(ValueError):
@@ -305,7 +316,109 @@ def _normalize_item(raw, index, var, problems):
         extra = []
     model["extra_args"] = list(extra)
     model["threads"] = check.positive_int("threads", None, "set the CPU threads llama.cpp uses, or leave it unset")
+    _check_group(check, raw, model, engine)
     return model
+
+
+def _check_group(check, raw, model, engine):
+    """group, layout and cluster: a model served across the nodes of an inventory group.
+
+    Tensor parallel stays inside a node; for vLLM pipeline parallel crosses the nodes
+    (pipeline_parallel_size = nodes), for SGLang tensor x pipeline parallel spans them. Every node
+    has the same number of GPUs (tensor x pipeline parallel divisible by nodes). cluster names the
+    private interface (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME, and VLLM_HOST_IP from its address)."""
+    group, layout, settings = raw.get("group"), raw.get("layout"), raw.get("cluster")
+    model["group"], model["layout"], model["cluster"] = None, None, None
+    if group is None:
+        for key, value in (("layout", layout), ("cluster", settings)):
+            if value is not None:
+                check.problem(key, value, "only a model served by a group of nodes has one",
+                              "set group to the inventory group that serves the model, or remove %s" % key)
+        return
+    if not isinstance(group, str) or not GROUP_RE.match(group):
+        check.problem("group", group, "not an inventory group name", "use the name of the group of hosts that serve "
+                      "the model together, such as h100_pair")
+        return
+    if engine not in GPU_ENGINES:
+        check.problem("engine", engine, "a model served by a group runs vLLM (with Ray) or SGLang",
+                      "set engine to vllm or sglang")
+    if raw.get("tensor_parallel_size") is not None or raw.get("pipeline_parallel_size") is not None:
+        check.problems.append("%s sets tensor_parallel_size or pipeline_parallel_size and group: a group model "
+                              "takes them from layout; remove them" % check.path())
+    if not isinstance(layout, dict):
+        check.problem("layout", layout, "a group model needs a layout", "set layout: {nodes: 2, "
+                      "tensor_parallel_size: 8, pipeline_parallel_size: 2} (tensor parallel = GPUs per node, "
+                      "pipeline parallel = nodes)")
+        layout = None
+    else:
+        for key in sorted(str(k) for k in layout if k not in LAYOUT_KEYS):
+            check.problems.append("%s is not a layout key; the keys are %s" % (check.path("layout." + key),
+                                                                               ", ".join(LAYOUT_KEYS)))
+        numbers = {}
+        for key in LAYOUT_KEYS:
+            number = _int_value(layout.get(key))
+            if number is None or number < 1 or (key == "nodes" and number < 2):
+                check.problem("layout." + key, layout.get(key), "must be a whole number of %d or more"
+                              % (2 if key == "nodes" else 1), "set it (a group serves one model on 2 or more nodes)")
+                numbers = None
+                break
+            numbers[key] = number
+        if numbers:
+            nodes, tp, pp = numbers["nodes"], numbers["tensor_parallel_size"], numbers["pipeline_parallel_size"]
+            if (tp * pp) % nodes:
+                check.problem("layout", layout, "tensor_parallel_size x pipeline_parallel_size (%d) is not a multiple "
+                              "of nodes (%d): every node holds the same number of GPUs" % (tp * pp, nodes),
+                              "use tensor_parallel_size = GPUs per node and pipeline_parallel_size = nodes")
+            elif engine == "vllm" and pp != nodes:
+                check.problem("layout.pipeline_parallel_size", pp, "with vLLM, pipeline parallel crosses the nodes "
+                              "and tensor parallel stays inside one (an all-reduce per layer over the network is "
+                              "slow)", "set pipeline_parallel_size to %d (the nodes) and tensor_parallel_size to "
+                              "%d (the GPUs per node)" % (nodes, tp * pp // nodes))
+            layout = numbers
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, dict):
+        check.problem("cluster", settings, "must be a mapping", "give the cluster settings as a mapping, at least "
+                      "{interface: <the private interface>}")
+        settings = {}
+    merged = dict(CLUSTER_DEFAULTS)
+    for key in sorted(str(k) for k in settings if k not in CLUSTER_DEFAULTS):
+        check.problems.append("%s is not a cluster setting; the settings are %s" % (
+            check.path("cluster." + key), ", ".join(sorted(CLUSTER_DEFAULTS))))
+    merged.update((k, v) for k, v in settings.items() if k in CLUSTER_DEFAULTS)
+    if not isinstance(merged["interface"], str) or not merged["interface"]:
+        check.problem("cluster.interface", merged["interface"], "a group model needs the interface of the private "
+                      "segment between its nodes (NCCL and GLOO use it; VLLM_HOST_IP is its address)",
+                      "set cluster.interface, such as ens1f0 (every node must have it)")
+    if merged["host_ip_source"] not in HOST_IP_SOURCES:
+        check.problem("cluster.host_ip_source", merged["host_ip_source"], "not a source of the node address",
+                      "use interface (the address on cluster.interface) or ansible_host")
+    if not isinstance(merged["shm_size"], str) or not SHM_RE.match(merged["shm_size"]):
+        check.problem("cluster.shm_size", merged["shm_size"], "not a size", "write it as podman does, such as 32g")
+    for key in ("ray_port", "dist_init_port", "port"):
+        number = _int_value(merged[key])
+        if number is None or not 1 <= number <= 65535:
+            check.problem("cluster." + key, merged[key], "not a TCP port", "use a port from 1 to 65535, or leave it "
+                          "unset for %d" % CLUSTER_DEFAULTS[key])
+        else:
+            merged[key] = number
+    timeout = _int_value(merged["dist_timeout"])
+    if timeout is None or timeout < 1:
+        check.problem("cluster.dist_timeout", merged["dist_timeout"], "must be a whole number of seconds",
+                      "set it, such as 3600 (SGLang's advice against NCCL watchdog timeouts)")
+    else:
+        merged["dist_timeout"] = timeout
+    model["group"], model["layout"], model["cluster"] = group, layout, merged
+
+
+def group_models(models):
+    """The normalized models served by a group of nodes (the cluster role's)."""
+    return [m for m in models if m.get("group")]
+
+
+def host_models(models):
+    """The normalized models a single host serves (every model without a group)."""
+    return [m for m in models if not m.get("group")]
 
 
 _INSTANCE_CHARS = re.compile(r"[^a-z0-9-]+")

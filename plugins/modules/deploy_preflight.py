@@ -337,7 +337,7 @@ skipped_checks:
   elements: str
 models:
   description:
-    - One report per served model, in the order of O(models), each with the single-model keys (C(blocked),
+    - One report per model this host serves (those of O(models) without a C(group)), in their order, each with the single-model keys (C(blocked),
       C(device), C(gpus_used), C(plan), C(estimate), C(engine_settings) with C(source), C(settings_source),
       C(derivation), C(checks), C(blocking), C(preflight_warnings), C(skipped_checks)) plus C(name), C(engine) (the
       engine chosen for V(auto)), C(model_path), C(port), C(port_green), C(gateway_port) and C(shares_gpus_with) (the
@@ -345,6 +345,14 @@ models:
   returned: with O(models)
   type: list
   elements: dict
+group_models:
+  description:
+    - Names of the models of O(models) served by a group of nodes (C(group), C(layout)). They are validated with the
+      rest of the plan, but not placed or sized on this host; the cluster role checks them across the group's
+      nodes (M(llmops.gpu_stack.cluster_preflight)).
+  returned: with O(models)
+  type: list
+  elements: str
 together:
   description:
     - The checks of what models claim together, shaped like RV(checks); C(shared_gpu) for each GPU several models use
@@ -507,6 +515,11 @@ def check_models(params, gpu, facts_for=None):
         models = plan_utils.normalize_models(params["models"])
     except plan_utils.PlanError as exc:
         return None, {"msg": str(exc), "problems": exc.problems}
+    # A model served by a group of nodes (group, layout) is validated with the rest of the plan
+    # and then left to the cluster role and its cross-node check (cluster_preflight): this host
+    # neither places nor sizes it alone.
+    served_by_groups = [m["name"] for m in plan_utils.group_models(models)]
+    models = plan_utils.host_models(models)
     host_gpus = preflight.usable_gpus(gpu)
     pending = (gpu or {}).get("status") in preflight.DRIVER_PENDING_STATUSES
     if all((not host_gpus, params["defer_gpu_checks"], pending, preflight.pci_gpus(gpu))):
@@ -555,11 +568,14 @@ def check_models(params, gpu, facts_for=None):
         msg = "preflight passed for %d model%s: %s" % (len(reports), "" if len(reports) == 1 else "s", names)
         if warnings:
             msg += " with %d warning%s" % (len(warnings), "" if len(warnings) == 1 else "s")
+    if served_by_groups:
+        msg += "; served by a group of nodes, checked by cluster_preflight: %s" % ", ".join(served_by_groups)
     return {
         "changed": False,
         "blocked": bool(blocking),
         "msg": msg,
         "models": reports,
+        "group_models": served_by_groups,
         "together": together,
         "gpu_assignment": assignment,
         "shared_gpus": dict((str(index), names) for index, names in shared.items()),

@@ -17,6 +17,8 @@ import pytest
 
 PROJECT = os.environ["MOLECULE_PROJECT_DIRECTORY"]
 sys.path.insert(0, os.path.join(PROJECT, "benchmarks"))
+sys.path.insert(0, os.path.join(PROJECT, "molecule", "_shared"))
+import gateway_client  # noqa: E402  pylint: disable=wrong-import-position,import-error
 import load_generator  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 KEY = "molecule-test-key-0123456789abcdef"
@@ -51,12 +53,7 @@ def active_units(host):
 
 def ask(host):
     """One completion through the gateway: (HTTP status, instance that answered)."""
-    out = host.run(
-        "curl -s -o /dev/null -D - -w '%%{http_code}' -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' "
-        "--data '{\"model\": \"%s\", \"prompt\": \"Hi\", \"max_tokens\": 1}' %s/v1/completions" % (KEY, MODEL, GATEWAY))
-    instance = [line.split(":", 1)[1].strip() for line in out.stdout.splitlines()
-                if line.lower().startswith("x-gpu-stack-instance:")]
-    return out.stdout.strip().splitlines()[-1], (instance or [""])[0]
+    return gateway_client.ask(host, GATEWAY, MODEL, KEY)
 
 
 def assert_serving(host, color, rev):

@@ -7,6 +7,7 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmops.gpu_stack.plugins.filter.serving_instances import FilterModule as Instances
 from ansible_collections.llmops.gpu_stack.plugins.filter.serving_instances import instance_name
+from ansible_collections.llmops.gpu_stack.plugins.filter.instance_name import FilterModule as InstanceName
 from ansible_collections.llmops.gpu_stack.plugins.filter.serving_plan_items import FilterModule as PlanItems
 
 instances = Instances().filters()["serving_instances"]
@@ -45,6 +46,13 @@ def test_llama_cpp_on_the_cpu_offloads_nothing():
     assert "--gpu-memory-utilization" not in argv
 
 
+def test_a_model_served_by_a_group_is_not_a_host_instance():
+    """deploy_preflight leaves group models out of its reports; the filter leaves them out of the plan."""
+    group = {"name": "v3", "group": "h100_pair", "layout": {"nodes": 2, "tensor_parallel_size": 8}}
+    (got,) = instances({"models": [report()]}, [group, {"name": "DeepSeek-R1-Distill-Qwen-32B"}])
+    assert got["instance"] == "deepseek-r1-distill-qwen-32b"
+
+
 @pytest.mark.parametrize("result,models,match", [
     ({}, [], "expects the result of deploy_preflight"),
     ({"models": [report()]}, [], "checked 1 models, the plan has 0"),
@@ -60,6 +68,8 @@ def test_a_plan_the_preflight_did_not_approve_is_an_error(result, models, match)
 @pytest.mark.parametrize("name,expected", [("Qwen2.5-7B_Instruct", "qwen2-5-7b-instruct"), ("...", "model")])
 def test_instance_names(name, expected):
     assert instance_name(name) == expected
+    # The filter playbooks use (rollback.yml) applies the same rule.
+    assert InstanceName().filters()["instance_name"](name) == expected
 
 
 def test_plan_items_drop_the_role_keys_only():

@@ -171,6 +171,26 @@ def test_models_on_the_l40s_node(run_module, meminfo, tmp_path, root):
     assert checks["fs_type"]["ok"] and checks["disk_space"]["ok"] and checks["model_path"]["ok"]
 
 
+def test_a_group_model_is_left_to_the_cluster_role(run_module, meminfo, tmp_path, root):
+    """A model served by a group of nodes is validated but neither placed nor sized on one host:
+    the 2 x 8 GPU DeepSeek-V3 group next to a single-host model on the L40S node."""
+    facts = gpu_facts(fake.pcie_l40s(), tmp_path)
+    group = {"name": "v3", "profile": "deepseek-v3", "engine": "vllm", "group": "h100_pair",
+             "layout": {"nodes": 2, "tensor_parallel_size": 8, "pipeline_parallel_size": 2},
+             "cluster": {"interface": "ens1f0"}}
+    outcome, result = run_plan(run_module, [
+        group, {"name": "r1-32b", "profile": "deepseek-r1-distill-qwen-32b", "dtype": "bf16", "tensor_parallel_size": 2},
+    ], facts, root)
+    assert outcome == "exit", result["msg"]
+    assert [m["name"] for m in result["models"]] == ["r1-32b"] and result["group_models"] == ["v3"]
+    assert result["gpu_assignment"] == {"r1-32b": [0, 1]}
+    assert result["msg"] == ("preflight passed for 1 model: r1-32b; served by a group of nodes, checked by "
+                             "cluster_preflight: v3")
+    # Still validated with the plan: a group model without its layout fails before any check.
+    outcome, result = run_plan(run_module, [dict(group, layout=None)], facts, root)
+    assert outcome == "fail" and "gpu_stack_models[0].layout" in result["msg"], result
+
+
 def test_models_sharing_a_gpu_that_do_not_fit(run_module, meminfo, tmp_path, root):
     facts = gpu_facts(fake.pcie_l40s(), tmp_path)
     outcome, result = run_plan(run_module, [
