@@ -104,7 +104,7 @@ def ansible_playbook(inventory, playbook, *extra):
 
 @pytest.fixture(name="host_inventory")
 def host_inventory_fixture(host, tmp_path, standin_inventory):
-    return standin_inventory(tmp_path / "inventory.json", host.backend.name)
+    return standin_inventory(tmp_path / "inventory.json", host.backend.name, converge_roles=["nvidia_container_toolkit"])
 
 
 def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, host_inventory):
@@ -116,7 +116,7 @@ def test_a_key_with_another_fingerprint_is_refused(host, tmp_path, host_inventor
     before = (host.file(KEYRING).sha256sum, host.file(SOURCES).sha256sum)
     host.run("mv %s %s.kept", KEYRING, KEYRING)   # as on a first run: no key in place yet
     try:
-        run = ansible_playbook(host_inventory, "converge.yml", "-e", "@" + str(extra), "--tags", "preflight,facts,repository")
+        run = ansible_playbook(host_inventory, "../_shared/converge.yml", "-e", "@" + str(extra), "--tags", "preflight,facts,repository")
         assert run.returncode != 0
         assert "not nvidia_container_toolkit_gpg_key_fingerprint=C95B321B61E88C1809C4F759DDCAE044F796ECB0" in run.stdout
         assert host.file(TEST_REPO + "/gpgkey").exists

@@ -32,7 +32,7 @@ def _run_playbook(inventory, playbook, *extra):
                ANSIBLE_INJECT_FACT_VARS="false", ANSIBLE_CACHE_PLUGIN="memory", ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
     # The scenario's group variables (molecule.yml) do not reach this inventory: repeat them.
     cmd = ["ansible-playbook", "-i", inventory, os.path.join(SCENARIO, playbook),
-           "-e", "nvidia_driver_install_without_gpu=true"] + list(extra)
+           "-e", "nvidia_driver_install_without_gpu=true", "-e", '{"converge_roles": ["nvidia_driver"]}'] + list(extra)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     return proc.returncode, proc.stdout + proc.stderr
 
@@ -129,7 +129,7 @@ def test_other_install_paths_plan_in_check_mode(host, run_role):
 
 def test_nvidia_repository_path_in_check_mode_changes_nothing(host, pinned, run_role):
     before = host.file("/etc/apt/preferences.d/gpu-stack-nvidia-driver.pref").content_string
-    rc, out = run_role("converge.yml", "--check", "-e", "nvidia_driver_source=nvidia")
+    rc, out = run_role("../_shared/converge.yml", "--check", "-e", "nvidia_driver_source=nvidia")
     assert rc == 0, out[-3000:]
     assert "nvidia-open=580.65.06-*" in out  # branch 580 without GPUs: open modules
     assert "/%s/x86_64/" % {"bookworm": "debian12", "trixie": "debian13"}[host.system_info.codename] in out
@@ -139,7 +139,7 @@ def test_nvidia_repository_path_in_check_mode_changes_nothing(host, pinned, run_
 
 
 def test_zz_state_absent_removes_driver_pins_holds_and_blacklist(host, run_role):
-    rc, out = run_role("converge.yml", "-e", "nvidia_driver_state=absent")
+    rc, out = run_role("../_shared/converge.yml", "-e", "nvidia_driver_state=absent")
     assert rc == 0, out[-3000:]
     for name in DRIVER_PACKAGES + ["nvidia-persistenced", "nvidia-driver-bin"]:
         assert not host.package(name).is_installed, name
@@ -148,5 +148,5 @@ def test_zz_state_absent_removes_driver_pins_holds_and_blacklist(host, run_role)
                  "/etc/modprobe.d/gpu-stack-blacklist-nouveau.conf",
                  "/etc/ansible/facts.d/nvidia_driver.fact"):
         assert not host.file(path).exists, path
-    rc, out = run_role("converge.yml", "-e", "nvidia_driver_state=absent")
+    rc, out = run_role("../_shared/converge.yml", "-e", "nvidia_driver_state=absent")
     assert rc == 0 and "changed=0" in out, out[-3000:]

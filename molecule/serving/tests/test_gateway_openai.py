@@ -331,7 +331,7 @@ def test_concurrent_requests_are_batched_not_queued(host, gateway):
 def test_a_bad_cap_is_refused_before_anything_changes(host, run_playbook, inventory_name, extra, message):
     site = "/etc/nginx/conf.d/gpu-stack-demo.conf"
     before = host.check_output("sha256sum %s", site)
-    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name, extra)
+    rc, out = run_playbook("molecule/_shared/converge.yml", inventory_name, extra)
     assert rc != 0 and message in out, out[-3000:]
     assert "changed=0" in out, out[-1500:]
     assert host.check_output("sha256sum %s", site) == before

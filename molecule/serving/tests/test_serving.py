@@ -183,7 +183,7 @@ def test_a_slow_engine_is_not_restarted_while_it_loads(host, run_playbook, inven
     small model), so a model that takes SLOW_START s to load comes up instead of being restarted in
     a loop; the role's readiness gate waits for it."""
     began = time.time()
-    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name,
+    rc, out = run_playbook("molecule/_shared/converge.yml", inventory_name,
                            {"serving_images": {"llama_cpp": slow_engine}})
     took = time.time() - began
     assert rc == 0, out[-4000:]
@@ -207,7 +207,7 @@ def test_a_slow_engine_that_outlasts_its_readiness_timeout_is_restarted(
     log and the liveness check restarts the instance that never became ready."""
     invocation = host.check_output("systemctl show -p InvocationID --value %s", UNIT)
     host.run("systemctl restart %s", UNIT)
-    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name,
+    rc, out = run_playbook("molecule/_shared/converge.yml", inventory_name,
                            {"serving_images": {"llama_cpp": slow_engine}, "serving_ready_timeout": 60})
     assert rc != 0
     assert "did not become ready within 60 s" in out, out[-3000:]
@@ -220,6 +220,6 @@ def test_a_slow_engine_that_outlasts_its_readiness_timeout_is_restarted(
 
 
 def test_zz_back_to_the_normal_engine(host, run_playbook, inventory_name):
-    rc, out = run_playbook("molecule/serving/converge.yml", inventory_name)
+    rc, out = run_playbook("molecule/_shared/converge.yml", inventory_name)
     assert rc == 0, out[-4000:]
     assert chat(host)[0] == "200"

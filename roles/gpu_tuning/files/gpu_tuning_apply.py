@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -215,19 +214,14 @@ def _text(value):
 
 
 def load_module_utils(library):
-    """The collection's MODULE_UTILS, loaded by its own loader (_standalone.py) from the .py
-    files in library, or, with an empty library, imported from the Python path (a collection
-    checkout). Raises ImportError naming the first missing file."""
+    """The collection's MODULE_UTILS: from the .py files in library, by the collection's loader
+    beside them (_standalone.load, which names the first missing file), or, with an empty
+    library, imported from the Python path (a collection checkout)."""
     if not library:
         return [importlib.import_module(PACKAGE + "." + name) for name in MODULE_UTILS]
-    paths = [os.path.join(library, name + ".py") for name in MODULE_UTILS + ("_standalone",)]
-    for path in paths:
-        if not os.path.isfile(path):
-            raise ImportError("%s is missing" % path)
-    spec = importlib.util.spec_from_file_location("gpu_stack_standalone", paths[-1])
-    loader = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loader)
-    return loader.load(library, MODULE_UTILS)
+    sys.path.insert(0, library)
+    from _standalone import load  # pylint: disable=import-error,import-outside-toplevel
+    return load(library, MODULE_UTILS)
 
 
 def pci_gpu_count(nvml_lib, sysfs_root):

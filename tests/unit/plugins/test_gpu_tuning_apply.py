@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -289,5 +290,7 @@ def test_isolated_run_with_a_missing_library_file(tmp_path):
     library = tmp_path / "lib"
     library.mkdir()
     (library / "_gpu_tables.py").write_text("")
+    # The loader itself is always copied with the files (the shared role's module_utils task).
+    shutil.copy(os.path.join(MODULE_UTILS_DIR, "_standalone.py"), str(library))
     run = run_isolated(tmp_path, str(library), fake.empty_sysfs(tmp_path))
     assert run.returncode == 2 and "_nvml.py is missing" in run.stdout and "gpu_tuning role again" in run.stdout
