@@ -3,6 +3,7 @@ engine command lines, a killed worker reported, and the cross-node preflight ref
 Cluster-wide tests run from node0 (the head) only."""
 
 import json
+import os
 import shlex
 
 import pytest
@@ -11,6 +12,21 @@ HEAD = "cluster-node0"
 RAY_UNIT = "gpu-stack-cluster-trio-vllm-ray.service"
 PYTHON = "/opt/gpu_stack/envs/ray/bin/python"
 LAYOUT = {"nodes": 3, "tensor_parallel_size": 2, "pipeline_parallel_size": 3}
+# The Ray cluster as the tests found it (nodes, resources, placement groups), for the record.
+RESULTS = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "benchmarks", "results", "cluster.json")
+
+
+def record(key, value):
+    """Adds key: value to RESULTS (written again after each test that records)."""
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    try:
+        with open(RESULTS, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        data = {}
+    data[key] = value
+    with open(RESULTS, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1)
 
 
 def head_only(inventory_name):
@@ -37,8 +53,9 @@ def test_ray_unit_running_on_every_node(host):
 def test_every_node_alive_in_ray(host, inventory_name):
     head_only(inventory_name)
     nodes = ray_script(host, "import json, ray; ray.init(address='auto', logging_level='ERROR'); "
-                             "print(json.dumps([[n['NodeManagerAddress'], n['Alive'], n['Resources'].get('GPU')] "
-                             "for n in ray.nodes()]))")
+                             "print(json.dumps([[n['NodeManagerAddress'], n['Alive'], n['Resources'].get('GPU'), "
+                             "n['Resources'].get('CPU'), n['NodeManagerHostname']] for n in ray.nodes()]))")
+    record("ray_nodes", [dict(zip(("address", "alive", "gpus", "cpus", "hostname"), n)) for n in nodes])
     alive = [n for n in nodes if n[1]]
     assert len(alive) == 3, nodes
     assert all(n[2] == 2 for n in alive), nodes
@@ -58,6 +75,8 @@ def test_placement_group_of_the_tp_pp_shape_is_ready(host, inventory_name):
             "print(json.dumps([ready, too_big.wait(5)]))\n"
             "remove_placement_group(pg); remove_placement_group(too_big)\n")
     ready, too_big = ray_script(host, code)
+    record("placement_groups", {"3 x {GPU: 2} STRICT_SPREAD ready in 60 s": ready,
+                                "4 x {GPU: 2} STRICT_SPREAD ready in 5 s": too_big})
     assert ready is True
     # The shape check can fail: one bundle more than the group has nodes never becomes ready.
     assert too_big is False
@@ -128,8 +147,11 @@ def test_zz_killed_worker_is_reported(host, inventory_name, run_playbook):
     head_only(inventory_name)
     health = "%s /usr/local/libexec/gpu-stack/cluster-health --address %s:6379 --expect 3" % (
         PYTHON, rendered(host, "trio-vllm")["address"])
-    assert host.run(health).rc == 0
+    before = host.run(health)
+    record("health_before_kill", before.stdout.strip())
+    assert before.rc == 0
     rc, out = run_playbook("molecule/cluster/kill_worker.yml", "ray_trio")
+    record("health_after_kill", [line.strip() for line in out.splitlines() if "nodes alive" in line][:3])
     assert rc == 0, out
     assert "2 of 3 nodes alive; lost:" in out
 
