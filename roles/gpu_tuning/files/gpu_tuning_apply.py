@@ -214,14 +214,11 @@ def _text(value):
 
 
 def load_module_utils(library):
-    """The collection's MODULE_UTILS: from the .py files in library, by the collection's loader
-    beside them (_standalone.load, which names the first missing file), or, with an empty
-    library, imported from the Python path (a collection checkout)."""
-    if not library:
-        return [importlib.import_module(PACKAGE + "." + name) for name in MODULE_UTILS]
-    sys.path.insert(0, library)
-    from _standalone import load  # pylint: disable=import-error,import-outside-toplevel
-    return load(library, MODULE_UTILS)
+    """MODULE_UTILS by the collection's loader (_standalone.load, which names the first missing
+    file): from library, the boot unit's copy, or from the Python path when library is empty."""
+    if library:
+        sys.path.insert(0, library)
+    return importlib.import_module("_standalone" if library else PACKAGE + "._standalone").load(library, MODULE_UTILS)
 
 
 def pci_gpu_count(nvml_lib, sysfs_root):

@@ -30,14 +30,11 @@ FIX_RERUN = "run the llmops.gpu_stack.observability role again, which installs b
 
 
 def load_module_utils(library):
-    """The collection's MODULE_UTILS: from the .py files in library, by the collection's loader
-    beside them (_standalone.load, which names the first missing file), or, with an empty
-    library, imported from the Python path (a collection checkout)."""
-    if not library:
-        return [importlib.import_module(PACKAGE + "." + name) for name in MODULE_UTILS]
-    sys.path.insert(0, library)
-    from _standalone import load  # pylint: disable=import-error,import-outside-toplevel
-    return load(library, MODULE_UTILS)
+    """MODULE_UTILS through _standalone.load (it names the first file missing), from the host's
+    copy in library, or, for a checkout of the collection (library empty), from the Python path."""
+    if library:
+        sys.path.insert(0, library)
+    return importlib.import_module("_standalone" if library else PACKAGE + "._standalone").load(library, MODULE_UTILS)
 
 
 def read_tuning(path):
