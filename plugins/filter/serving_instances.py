@@ -60,7 +60,7 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils._engine_args import EngineArgsError, engine_argv
-from ansible_collections.llmops.gpu_stack.plugins.module_utils._plan import instance_name
+from ansible_collections.llmops.gpu_stack.plugins.module_utils._plan import host_models, instance_name
 
 
 def _settings(report, model, model_mount, threads):
@@ -98,7 +98,7 @@ def serving_instances(result, models, model_mount="/models", threads=None):
         raise AnsibleFilterError("serving_instances expects the result of deploy_preflight with models, got %r"
                                  % (type(result).__name__,))
     reports = result["models"]
-    models = [model for model in models or [] if not (isinstance(model, dict) and model.get("group"))]
+    models = host_models(models or [])
     if len(reports) != len(models or []):
         raise AnsibleFilterError("serving_instances: the preflight checked %d models, the plan has %d; run the "
                                  "preflight on the same gpu_stack_models" % (len(reports), len(models or [])))
