@@ -136,13 +136,16 @@ def run_level(client, model, concurrency, requests, max_tokens, ignore_eos, time
         if result[3] is not None:
             errors[result[3]] = errors.get(result[3], 0) + 1
     tokens = sum(r[2] for r in ok)
+    # With ignore_eos every answer has max_tokens tokens; a 200 with fewer was cut short (a server
+    # that stops one streamed request when the next arrives). Latencies count whole answers only.
+    whole = [r for r in ok if r[2] >= max_tokens] if ignore_eos else ok
     return {
-        "concurrency": concurrency, "requests": len(results), "ok": len(ok), "errors": errors,
-        "wall_s": round(wall, 3), "completion_tokens": tokens,
+        "concurrency": concurrency, "requests": len(results), "ok": len(ok), "short": len(ok) - len(whole),
+        "errors": errors, "wall_s": round(wall, 3), "completion_tokens": tokens,
         "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
-        "p50_latency_s": _round(percentile([r[0] for r in ok], 0.50)),
-        "p99_latency_s": _round(percentile([r[0] for r in ok], 0.99)),
-        "p50_first_token_s": _round(percentile([r[1] for r in ok if r[1] is not None], 0.50)),
+        "p50_latency_s": _round(percentile([r[0] for r in whole], 0.50)),
+        "p99_latency_s": _round(percentile([r[0] for r in whole], 0.99)),
+        "p50_first_token_s": _round(percentile([r[1] for r in whole if r[1] is not None], 0.50)),
     }
 
 
@@ -197,12 +200,13 @@ def measure(label, url, key, args):
 
 
 def print_table(runs, cold):
-    print("%-24s %5s %5s %6s %9s %8s %8s %9s  %s" % ("server", "conc", "ok", "req", "tok/s", "p50 s", "p99 s",
-                                                     "p50 ttft", "errors"))
+    print("%-24s %5s %5s %5s %6s %9s %8s %8s %9s  %s" % ("server", "conc", "ok", "short", "req", "tok/s", "p50 s",
+                                                         "p99 s", "p50 ttft", "errors"))
     for run in runs:
         for level in run["levels"]:
-            print("%-24s %5d %5d %6d %9s %8s %8s %9s  %s" % (
-                run["label"][:24], level["concurrency"], level["ok"], level["requests"], level["tokens_per_s"],
+            print("%-24s %5d %5d %5d %6d %9s %8s %8s %9s  %s" % (
+                run["label"][:24], level["concurrency"], level["ok"], level["short"], level["requests"],
+                level["tokens_per_s"],
                 level["p50_latency_s"], level["p99_latency_s"], level["p50_first_token_s"],
                 ", ".join("%s x%d" % item for item in sorted(level["errors"].items())) or "-"))
     if cold:

@@ -6,7 +6,7 @@
 #                       compiled from the pinned source in images/llama_cpp/ on the debian12
 #                       base (about 5 minutes of compiling on 2 idle cores);
 #   llama-cpp-python    llama-cpp-python's server, the engine this collection used before,
-#                       kept to compare against llama-server (about 25 minutes); not part of
+#                       kept to compare against llama-server (about 4 minutes); not part of
 #                       the default set, and nothing in make test or make demo uses it.
 # An image is rebuilt only when its recipe changes: the tag is a hash of the recipe (for a
 # server image: its build files and the base tag), and `:latest` points at the current one.
@@ -184,7 +184,7 @@ targets=("$@")
 for target in "${targets[@]}"; do
   case $target in
     llama-cpp) build_server llama-cpp images/llama_cpp 300 ;;
-    llama-cpp-python) build_server llama-cpp-python images/llama_cpp_python 1500 ;;
+    llama-cpp-python) build_server llama-cpp-python images/llama_cpp_python 300 ;;
     *)
       [[ -n ${SUITES[$target]:-} ]] || {
         echo "images: unknown image '$target' (known: ${!SUITES[*]} llama-cpp llama-cpp-python)" >&2; exit 2; }

@@ -345,36 +345,9 @@ def _check_group(check, raw, model, engine):
     if raw.get("tensor_parallel_size") is not None or raw.get("pipeline_parallel_size") is not None:
         check.problems.append("%s sets tensor_parallel_size or pipeline_parallel_size and group: a group model "
                               "takes them from layout; remove them" % check.path())
-    if not isinstance(layout, dict):
-        check.problem("layout", layout, "a group model needs a layout", "set layout: {nodes: 2, "
-                      "tensor_parallel_size: 8, pipeline_parallel_size: 2} (tensor parallel = GPUs per node, "
-                      "pipeline parallel = nodes)")
-        layout = None
-    else:
-        for key in sorted(str(k) for k in layout if k not in LAYOUT_KEYS):
-            check.problems.append("%s is not a layout key; the keys are %s" % (check.path("layout." + key),
-                                                                               ", ".join(LAYOUT_KEYS)))
-        numbers = {}
-        for key in LAYOUT_KEYS:
-            number = _int_value(layout.get(key))
-            if number is None or number < 1 or (key == "nodes" and number < 2):
-                check.problem("layout." + key, layout.get(key), "must be a whole number of %d or more"
-                              % (2 if key == "nodes" else 1), "set it (a group serves one model on 2 or more nodes)")
-                numbers = None
-                break
-            numbers[key] = number
-        if numbers:
-            nodes, tp, pp = numbers["nodes"], numbers["tensor_parallel_size"], numbers["pipeline_parallel_size"]
-            if (tp * pp) % nodes:
-                check.problem("layout", layout, "tensor_parallel_size x pipeline_parallel_size (%d) is not a multiple "
-                              "of nodes (%d): every node holds the same number of GPUs" % (tp * pp, nodes),
-                              "use tensor_parallel_size = GPUs per node and pipeline_parallel_size = nodes")
-            elif engine == "vllm" and pp != nodes:
-                check.problem("layout.pipeline_parallel_size", pp, "with vLLM, pipeline parallel crosses the nodes "
-                              "and tensor parallel stays inside one (an all-reduce per layer over the network is "
-                              "slow)", "set pipeline_parallel_size to %d (the nodes) and tensor_parallel_size to "
-                              "%d (the GPUs per node)" % (nodes, tp * pp // nodes))
-            layout = numbers
+    layout, problems = check_layout(layout, engine)
+    for key, value, what, fix in problems:
+        check.problem(key, value, what, fix)
     if settings is None:
         settings = {}
     if not isinstance(settings, dict):
@@ -409,6 +382,41 @@ def _check_group(check, raw, model, engine):
     else:
         merged["dist_timeout"] = timeout
     model["group"], model["layout"], model["cluster"] = group, layout, merged
+
+
+def check_layout(layout, engine):
+    """The one rule for a group's layout: (layout with whole numbers or None, problems).
+
+    Each problem is (key, value, what, fix), key relative to the model (layout.nodes). A group
+    serves one model on 2 or more nodes; every node holds the same number of GPUs (tensor x
+    pipeline parallel divisible by nodes); with vLLM pipeline parallel crosses the nodes and tensor
+    parallel stays inside one (pipeline_parallel_size = nodes). The plan (_check_group) and the
+    cross-node preflight (cluster_preflight) both apply it."""
+    if not isinstance(layout, dict):
+        return None, [("layout", layout, "a group model needs a layout", "set layout: {nodes: 2, "
+                       "tensor_parallel_size: 8, pipeline_parallel_size: 2} (tensor parallel = GPUs per node, "
+                       "pipeline parallel = nodes)")]
+    problems = [("layout." + key, layout[key], "not a layout key", "the keys are %s" % ", ".join(LAYOUT_KEYS))
+                for key in sorted(layout, key=str) if key not in LAYOUT_KEYS]
+    numbers = {}
+    for key in LAYOUT_KEYS:
+        number = _int_value(layout.get(key))
+        if number is None or number < 1 or (key == "nodes" and number < 2):
+            problems.append(("layout." + key, layout.get(key), "must be a whole number of %d or more"
+                             % (2 if key == "nodes" else 1), "set it (a group serves one model on 2 or more nodes)"))
+            return None, problems
+        numbers[key] = number
+    nodes, tp, pp = numbers["nodes"], numbers["tensor_parallel_size"], numbers["pipeline_parallel_size"]
+    if (tp * pp) % nodes:
+        problems.append(("layout", layout, "tensor_parallel_size x pipeline_parallel_size (%d) is not a multiple of "
+                         "nodes (%d): every node holds the same number of GPUs" % (tp * pp, nodes),
+                         "use tensor_parallel_size = GPUs per node and pipeline_parallel_size = nodes"))
+    elif engine == "vllm" and pp != nodes:
+        problems.append(("layout.pipeline_parallel_size", pp, "with vLLM, pipeline parallel crosses the nodes and "
+                         "tensor parallel stays inside one (an all-reduce per layer over the network is slow)",
+                         "set pipeline_parallel_size to %d (the nodes) and tensor_parallel_size to %d (the GPUs per "
+                         "node)" % (nodes, tp * pp // nodes)))
+    return (None if problems else numbers), problems
 
 
 def group_models(models):

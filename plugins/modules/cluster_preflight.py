@@ -170,6 +170,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _cluster as cluster
 from ansible_collections.llmops.gpu_stack.plugins.module_utils import _model_profile as profiles
+from ansible_collections.llmops.gpu_stack.plugins.module_utils import _plan as plan
 from ansible_collections.llmops.gpu_stack.plugins.module_utils._nvml import DEFAULT_BINDINGS_PATH, collect_gpu_facts
 
 _VERSIONS = ("import sys, importlib.metadata as m\n"
@@ -205,20 +206,12 @@ def gather(module):
     module.exit_json(changed=False, node=node, msg="facts of this node gathered")
 
 
-def normalize_layout(layout):
-    """The layout with whole numbers, or a message naming what is wrong."""
-    out = {}
-    for key in ("nodes", "tensor_parallel_size", "pipeline_parallel_size"):
-        value = (layout or {}).get(key)
-        try:
-            out[key] = int(value)
-        except (TypeError, ValueError):
-            return None, "layout.%s is %r: give a whole number" % (key, value)
-        if out[key] < 1:
-            return None, "layout.%s is %r: give a whole number of 1 or more" % (key, value)
-    if (out["tensor_parallel_size"] * out["pipeline_parallel_size"]) % out["nodes"]:
-        return None, ("layout %r: tensor_parallel_size x pipeline_parallel_size must be a multiple of nodes (the "
-                      "same number of GPUs on every node)" % (layout,))
+def normalize_layout(layout, engine="vllm"):
+    """The layout with whole numbers, or a message naming what is wrong: the plan's own rule
+    (_plan.check_layout), so a layout the plan accepts is the one compared here."""
+    out, problems = plan.check_layout(layout, engine)
+    if problems:
+        return None, " | ".join("%s is %r: %s; %s" % problem for problem in problems)
     return out, None
 
 
@@ -227,7 +220,7 @@ def compare(module):
     if not params["nodes"] or not params["layout"]:
         module.fail_json(msg="nodes and layout are required without gather=true: pass the gathered facts of every "
                              "node and the group's layout")
-    layout, problem = normalize_layout(params["layout"])
+    layout, problem = normalize_layout(params["layout"], params["engine"])
     if problem:
         module.fail_json(msg=problem)
     estimate = None

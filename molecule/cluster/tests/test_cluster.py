@@ -2,16 +2,26 @@
 engine command lines, a killed worker reported, and the cross-node preflight refusing mismatches.
 Cluster-wide tests run from node0 (the head) only."""
 
+import hashlib
 import json
 import os
 import shlex
+import subprocess
+import time
+import uuid
 
 import pytest
+
 
 HEAD = "cluster-node0"
 RAY_UNIT = "gpu-stack-cluster-trio-vllm-ray.service"
 PYTHON = "/opt/gpu_stack/envs/ray/bin/python"
 LAYOUT = {"nodes": 3, "tensor_parallel_size": 2, "pipeline_parallel_size": 3}
+KEY = "cluster-test-key-0123456789abcdef"
+# Each group model's gateway on the head: (gateway port from the plan, the engine's cluster.port).
+GATEWAYS = {"trio-vllm": (8080, 8000), "trio-sglang": (8081, 30000)}
+STANDIN = os.path.join(os.path.dirname(__file__), "..", "files", "engine_standin.py")
+JOURNAL_UNITS = ("nginx.service", "gpu-stack-test-engine.service")
 # The Ray cluster as the tests found it (nodes, resources, placement groups), for the record.
 RESULTS = os.path.join(os.environ["MOLECULE_PROJECT_DIRECTORY"], "benchmarks", "results", "cluster.json")
 
@@ -119,6 +129,99 @@ def test_sglang_command_lines(host):
     assert "--network host --ipc host --shm-size 1g" in unit
     assert "EnvironmentFile=/etc/gpu_stack/cluster/trio-sglang.env" in unit
     assert not host.service("gpu-stack-cluster-trio-sglang.service").is_running
+
+
+def test_gateway_on_the_head_only(host, inventory_name):
+    for name, (gateway_port, engine_port) in GATEWAYS.items():
+        site = host.file("/etc/nginx/conf.d/gpu-stack-%s.conf" % name)
+        if inventory_name != HEAD:
+            assert not site.exists
+            continue
+        assert (site.user, site.mode) == ("root", 0o600)
+        text = site.content_string
+        assert "listen 0.0.0.0:%d;" % gateway_port in text
+        assert "server 127.0.0.1:%d;" % engine_port in text
+        assert host.socket("tcp://0.0.0.0:%d" % gateway_port).is_listening
+    if inventory_name == HEAD:
+        assert host.service("nginx.service").is_running and host.service("nginx.service").is_enabled
+
+
+# Run on the head (the stand-ins have Python, not curl): one request to the trio-vllm gateway,
+# printed as [status, X-Gpu-Stack-Instance, body parsed as JSON or null].
+ASK = """
+import json, sys, urllib.error, urllib.request
+path, body, key = sys.argv[1], sys.argv[2], sys.argv[3]
+headers = {"Content-Type": "application/json"}
+if key:
+    headers["Authorization"] = "Bearer " + key
+request = urllib.request.Request("http://127.0.0.1:8080" + path, data=body.encode() if body else None,
+                                 headers=headers)
+try:
+    answer = urllib.request.urlopen(request, timeout=30)
+except urllib.error.HTTPError as error:
+    answer = error
+text = answer.read().decode("utf-8", "replace")
+try:
+    parsed = json.loads(text)
+except ValueError:
+    parsed = None
+print(json.dumps([answer.status, answer.headers.get("X-Gpu-Stack-Instance", ""), parsed]))
+"""
+
+
+def ask(host, path, body=None, key=KEY):
+    """(status, instance that answered, parsed JSON body or None) from the head's trio-vllm gateway."""
+    out = host.run("python3 -c %s %s %s %s" % (shlex.quote(ASK), shlex.quote(path),
+                                               shlex.quote(json.dumps(body) if body is not None else ""),
+                                               shlex.quote(key)))
+    assert out.rc == 0, out.stderr
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_gateway_in_front_of_the_group_engine(host, inventory_name):
+    head_only(inventory_name)
+    one_token = {"model": "trio-vllm", "prompt": "Hi", "max_tokens": 1}
+    # Before the engine runs (no GPU here), nginx has nothing to pass the request to.
+    assert ask(host, "/v1/completions", one_token)[0] == 502
+    subprocess.run(["podman", "cp", STANDIN, "%s:/usr/local/bin/engine_standin.py" % inventory_name], check=True)
+    started = host.run("systemd-run --unit gpu-stack-test-engine python3 /usr/local/bin/engine_standin.py 8000 trio-vllm")
+    assert started.rc == 0, started.stderr
+    try:
+        deadline = time.time() + 20
+        while ask(host, "/v1/models")[0] != 200 and time.time() < deadline:
+            time.sleep(0.5)
+        status, _instance, models = ask(host, "/v1/models")
+        assert status == 200 and [m["id"] for m in models["data"]] == ["trio-vllm"], models
+        assert ask(host, "/v1/completions", one_token, key="")[0] == 401
+        assert ask(host, "/v1/completions", one_token, key="not-a-key-of-this-gateway")[0] == 401
+        assert ask(host, "/v1/completions", one_token)[:2] == (200, "trio-vllm-head")
+        status, _instance, error = ask(host, "/v1/completions", dict(one_token, model="other"))
+        assert status == 404 and error["error"]["code"] == "model_not_found", error
+        # The plan's max_model_len (8192) reaches the gateway of a group model too.
+        status, _instance, error = ask(host, "/v1/completions", dict(one_token, max_tokens=8192))
+        assert status == 400 and error["error"]["code"] == "context_length_exceeded", error
+        status, _instance, error = ask(host, "/v1/embeddings", {"model": "trio-vllm", "input": "Hi"})
+        assert status == 404 and error["error"]["type"] == "invalid_request_error", error
+        # One audit line: the key and the prompt only as sha256, the engine's token counts.
+        prompt = "Hello from the audit test %s" % uuid.uuid4().hex
+        status, _instance, answer = ask(host, "/v1/completions", dict(one_token, prompt=prompt, max_tokens=3))
+        assert status == 200 and answer["usage"]["completion_tokens"] == 3, answer
+        digest = hashlib.sha256(json.dumps(prompt).encode()).hexdigest()
+        log = host.file("/var/log/nginx/gpu-stack-trio-vllm-audit.log")
+        deadline = time.time() + 10
+        while digest not in log.content_string and time.time() < deadline:
+            time.sleep(0.5)
+        (line,) = [json.loads(entry) for entry in log.content_string.splitlines() if digest in entry]
+        record("head_gateway_audit_line", line)
+        assert (line["model"], line["status"], line["instance"]) == ("trio-vllm", 200, "trio-vllm-head")
+        assert (line["prompt_tokens"], line["completion_tokens"]) == (answer["usage"]["prompt_tokens"], 3)
+        assert line["caller"] == hashlib.sha256(KEY.encode()).hexdigest()
+        assert prompt not in log.content_string and KEY not in log.content_string
+        assert (log.user, log.mode) == ("www-data", 0o640)
+    finally:
+        host.run("systemctl stop gpu-stack-test-engine.service")
+    # The engine gone: the gateway passes the failure on, it does not answer for the engine.
+    assert ask(host, "/v1/completions", one_token)[0] == 502
 
 
 def test_preflight_refuses_a_node_without_ray(run_playbook, inventory_name):

@@ -158,7 +158,8 @@ def test_interface_addresses_has_loopback():
 @pytest.mark.parametrize("layout,fragment", [
     ({"nodes": 2, "tensor_parallel_size": 8}, "layout.pipeline_parallel_size is None"),
     ({"nodes": 0, "tensor_parallel_size": 8, "pipeline_parallel_size": 2}, "layout.nodes is 0"),
-    ({"nodes": 3, "tensor_parallel_size": 8, "pipeline_parallel_size": 2}, "must be a multiple of nodes"),
+    ({"nodes": 3, "tensor_parallel_size": 8, "pipeline_parallel_size": 2}, "is not a multiple of nodes (3)"),
+    ({"nodes": 2, "tensor_parallel_size": 16, "pipeline_parallel_size": 1}, "with vLLM, pipeline parallel crosses"),
 ])
 def test_module_layout_refusals(layout, fragment):
     out, problem = cluster_preflight.normalize_layout(layout)
@@ -168,3 +169,6 @@ def test_module_layout_refusals(layout, fragment):
 
 def test_module_layout_ok():
     assert cluster_preflight.normalize_layout(copy.deepcopy(LAYOUT)) == (LAYOUT, None)
+    # SGLang may span the nodes with tensor parallel; the plan accepts it, so the module does too.
+    sglang = {"nodes": 2, "tensor_parallel_size": 16, "pipeline_parallel_size": 1}
+    assert cluster_preflight.normalize_layout(sglang, "sglang") == (sglang, None)

@@ -49,7 +49,7 @@ def test_model_without_group_has_none():
      "gpu_stack_models[0].layout.nodes is 1: must be a whole number of 2 or more"),
     ({"layout": None}, "a group model needs a layout"),
     ({"layout": {"nodes": 2, "tensor_parallel_size": 8, "pipeline_parallel_size": 2, "gpus": 8}},
-     "gpu_stack_models[0].layout.gpus is not a layout key"),
+     "gpu_stack_models[0].layout.gpus is 8: not a layout key; the keys are nodes"),
     ({"cluster": {}}, "gpu_stack_models[0].cluster.interface is None"),
     ({"cluster": {"interface": "ens1f0", "ray_port": 70000}}, "gpu_stack_models[0].cluster.ray_port is 70000"),
     ({"cluster": {"interface": "ens1f0", "shm_size": "lots"}}, "gpu_stack_models[0].cluster.shm_size is 'lots'"),
