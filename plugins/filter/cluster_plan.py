@@ -112,6 +112,7 @@ def _port_clashes(host, models, items):
 
 
 def cluster_plan(models, groups, host, model_root="/srv/models"):
+    groups = groups or {}
     try:
         normalized = plan.normalize_models(models)
     except plan.PlanError as exc:
@@ -120,11 +121,11 @@ def cluster_plan(models, groups, host, model_root="/srv/models"):
     items = []
     for model in plan.group_models(normalized):
         group, nodes = model["group"], model["layout"]["nodes"]
-        hosts = list((groups or {}).get(group) or [])
-        if group not in (groups or {}):
+        if group not in groups:
             problems.append("%s.group is %r: the inventory has no group %s; add it with the nodes that serve the "
                             "model (the head first), or name an existing group" % (model["var"], group, group))
             continue
+        hosts = list(groups[group] or [])
         if len(hosts) != nodes:
             problems.append("%s.layout.nodes is %d, but inventory group %s has %d host%s (%s): list exactly the "
                             "nodes that serve the model in the group (the head first), or set layout.nodes to %d"

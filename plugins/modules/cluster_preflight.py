@@ -53,6 +53,10 @@ options:
     description:
       - The group's layout, C(nodes), C(tensor_parallel_size) and C(pipeline_parallel_size) (the C(layout) of a served
         model in C(gpu_stack_models)).
+      - Checked first with the plan's own layout rule, the one M(llmops.gpu_stack.deploy_preflight) applies to
+        C(gpu_stack_models) (2 or more nodes; tensor x pipeline parallel a multiple of C(nodes); with O(engine=vllm)
+        C(pipeline_parallel_size) equal to C(nodes)); a layout it refuses fails the module naming each key, value and
+        fix.
     type: dict
   interface:
     description: The interface of the private segment that NCCL and GLOO use; every node must have it with an address.
